@@ -1,0 +1,1 @@
+"""Lifecycle logic as plain functions: no Airflow in here, testable on their own."""
