@@ -23,8 +23,8 @@ os.environ.update(
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{TEST_HOME / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(TEST_HOME / "logs"),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "test-secret-not-for-production",
-        "AIRFLOW__API__SECRET_KEY": "test-secret-not-for-production",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "test-secret-not-for-production-0123456789abcdef0123456789abcdef0123",
+        "AIRFLOW__API__SECRET_KEY": "test-secret-not-for-production-0123456789abcdef0123456789abcdef0123",
         "AIRFLOW_CONN_MLOPS_STORAGE": '{"conn_type": "generic"}',
     }
 )

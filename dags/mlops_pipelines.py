@@ -1,0 +1,5 @@
+"""The DAGs of every pipeline in include/pipelines/: one YAML file per pipeline, nothing else."""
+
+from airflow_mlops.factory import build_all
+
+globals().update(build_all())

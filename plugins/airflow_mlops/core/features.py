@@ -1,0 +1,60 @@
+"""Feature build: joins the validated sources of one date, derives features and the label."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from airflow_mlops.config import PipelineConfig
+
+PARTITION_COLUMN = "ds"
+
+
+class FeatureBuildError(ValueError):
+    """The feature definition cannot be applied to the data; the message names the feature."""
+
+
+def _evaluate(df: pd.DataFrame, expr: str, what: str) -> pd.Series:
+    try:
+        # engine="python" allows attribute access such as `time_hour.dt.dayofweek`.
+        result = df.eval(expr, engine="python")
+    except Exception as exc:
+        raise FeatureBuildError(f"{what}: cannot evaluate {expr!r}: {exc}") from exc
+    if not isinstance(result, pd.Series) or len(result) != len(df):
+        raise FeatureBuildError(f"{what}: {expr!r} must give one value per row")
+    return result
+
+
+def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Feature rows of one logical date from validated source frames keyed by source name.
+
+    Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean,
+    null where the label is not known yet).
+    """
+    spec = cfg.features
+    df = sources[spec.base].reset_index(drop=True)
+    for join in spec.joins:
+        right = sources[join.source][[*join.keys, *join.columns]].rename(columns=join.columns)
+        clash = (set(right.columns) - set(join.keys)) & set(df.columns)
+        if clash:
+            raise FeatureBuildError(f"join of {join.source!r}: columns {sorted(clash)} already exist; rename them")
+        if right.duplicated(join.keys).any():
+            n = int(right.duplicated(join.keys).sum())
+            raise FeatureBuildError(
+                f"join of {join.source!r}: {n} rows share a key {join.keys}; joining would duplicate rows"
+            )
+        df = df.merge(right, on=join.keys, how="left", validate="many_to_one")
+    for name, expr in spec.derived.items():
+        df[name] = _evaluate(df, expr, f"derived feature {name!r}")
+    label = _evaluate(df, spec.label.expr, f"label {spec.label.name!r}").astype("boolean")
+    if spec.label.known:
+        known = _evaluate(df, spec.label.known, f"label {spec.label.name!r} (known)").astype(bool)
+        label[~known] = pd.NA  # type: ignore[call-overload]
+    df[spec.label.name] = label
+    df[PARTITION_COLUMN] = ds
+    columns = [PARTITION_COLUMN, *spec.key, spec.timestamp, *cfg.feature_columns, spec.label.name]
+    # Key columns may also be features (e.g. origin): keep each column once, first place wins.
+    out = df[list(dict.fromkeys(columns))].copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].astype("string")
+    return out.sort_values([*spec.key]).reset_index(drop=True)

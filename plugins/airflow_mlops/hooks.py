@@ -1,0 +1,155 @@
+"""Airflow hooks: the lake (local folder or S3) built from an Airflow connection."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_mlops import settings
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+    from airflow_mlops.core.storage import Lake
+
+
+class LakeConfigError(ValueError):
+    """The lake cannot be located from the connection and the environment; the message says how to fix it."""
+
+
+class LakeHook(BaseHook):
+    """The deployment's lake, configured by an Airflow connection (AWS conventions).
+
+    Connection fields: login = AWS access key id, password = AWS secret access key (both optional:
+    without them boto3's default credential chain applies). Extra (all optional):
+    `lake_root` (local folder or s3://bucket/prefix; default: the MLOPS_LAKE_ROOT variable),
+    `endpoint_url` (S3-compatible store such as MinIO), `region_name`, `aws_session_token`,
+    `verify` (false or a CA bundle path) and `config_kwargs` (botocore Config options, e.g.
+    {"s3": {"addressing_style": "path"}}). Any connection type is accepted.
+
+    :param lake_conn_id: Airflow connection id; default: settings.storage_conn_id(). When that
+        deployment default connection is not defined, the lake comes from MLOPS_LAKE_ROOT alone;
+        any other connection id must exist.
+    """
+
+    conn_name_attr = "lake_conn_id"
+    default_conn_name = settings.DEFAULT_STORAGE_CONN_ID
+    conn_type = "mlops_lake"
+    hook_name = "MLOps lake (local folder or S3)"
+
+    def __init__(self, lake_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lake_conn_id = lake_conn_id or settings.storage_conn_id()
+        self._lake: Lake | None = None
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Connection form: AWS-style credentials, everything else in extra."""
+        return {
+            "hidden_fields": ["host", "schema", "port"],
+            "relabeling": {"login": "AWS Access Key ID", "password": "AWS Secret Access Key"},
+            "placeholders": {
+                "login": "empty for a local lake or boto3's default credentials",
+                "extra": '{"lake_root": "s3://bucket/prefix", "endpoint_url": "http://minio:9000", '
+                '"region_name": "us-east-1"}',
+            },
+        }
+
+    def _missing(self, exc: AirflowNotFoundException) -> None:
+        # The deployment's default connection is optional: a local lake needs only MLOPS_LAKE_ROOT.
+        # Any other connection id was asked for on purpose, so its absence is an error.
+        if self.lake_conn_id != settings.storage_conn_id():
+            raise exc
+        self.log.info("No Airflow connection %r: lake from %s alone", self.lake_conn_id, settings.ENV_LAKE_ROOT)
+
+    def _connection(self) -> Connection | None:
+        try:
+            return self.get_connection(self.lake_conn_id)
+        except AirflowNotFoundException as exc:
+            self._missing(exc)
+            return None
+
+    async def _aconnection(self) -> Connection | None:
+        try:
+            return await self.aget_connection(self.lake_conn_id)
+        except AirflowNotFoundException as exc:
+            self._missing(exc)
+            return None
+
+    def lake_root(self) -> str:
+        """Root of the lake: the connection's extra `lake_root`, else MLOPS_LAKE_ROOT."""
+        conn = self._connection()
+        return self._root(conn.extra_dejson if conn is not None else {})
+
+    def _root(self, extra: dict[str, Any]) -> str:
+        root = extra.get("lake_root") or settings.lake_root_from_env()
+        if not root:
+            raise LakeConfigError(
+                f'no lake root: set extra {{"lake_root": ...}} on the Airflow connection {self.lake_conn_id!r} '
+                f"or the environment variable {settings.ENV_LAKE_ROOT} (a local folder or s3://bucket/prefix)"
+            )
+        return str(root)
+
+    @staticmethod
+    def s3_client_kwargs(conn: Connection | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """boto3 S3 client arguments from a connection (AWS provider conventions).
+
+        :param extra: the connection's extra, if already decoded (default: conn.extra_dejson).
+        """
+        if conn is None:
+            return {}
+        extra = conn.extra_dejson if extra is None else extra
+        kwargs: dict[str, Any] = {}
+        key_id = conn.login or extra.get("aws_access_key_id")
+        secret = conn.password or extra.get("aws_secret_access_key")
+        if key_id:
+            kwargs["aws_access_key_id"] = key_id
+        if secret:
+            kwargs["aws_secret_access_key"] = secret
+        for name in ("aws_session_token", "endpoint_url", "region_name", "verify"):
+            if extra.get(name) not in (None, ""):
+                kwargs[name] = extra[name]
+        if extra.get("config_kwargs"):
+            from botocore.config import Config
+
+            kwargs["config"] = Config(**extra["config_kwargs"])
+        return kwargs
+
+    def _build(self, conn: Connection | None, extra: dict[str, Any]) -> Lake:
+        from airflow_mlops.core.storage import open_lake
+
+        root = self._root(extra)
+        lake = open_lake(root, self.s3_client_kwargs(conn, extra) if root.startswith("s3://") else None)
+        self.log.info("Lake of connection %r: %s", self.lake_conn_id, lake.root)
+        return lake
+
+    def get_lake(self) -> Lake:
+        """The lake, built on first use and then reused by this hook."""
+        if self._lake is None:
+            conn = self._connection()
+            self._lake = self._build(conn, conn.extra_dejson if conn is not None else {})
+        return self._lake
+
+    async def aget_lake(self) -> Lake:
+        """get_lake for async code (triggers): the connection is fetched without blocking the event loop.
+
+        The lake's own methods block (file system, boto3): call them through asyncio.to_thread.
+        """
+        if self._lake is None:
+            conn = await self._aconnection()
+            # aextra_dejson masks secrets without a blocking call to the supervisor.
+            self._lake = self._build(conn, await conn.aextra_dejson() if conn is not None else {})
+        return self._lake
+
+    def get_conn(self) -> Lake:
+        """The lake (Airflow's generic name for a hook's client)."""
+        return self.get_lake()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Reach the lake root (S3: the bucket and a listing of the prefix) without writing anything."""
+        try:
+            return True, self.get_lake().check()
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"

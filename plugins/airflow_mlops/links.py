@@ -1,0 +1,28 @@
+"""Extra links from tasks to the reports they wrote in the lake, served by the plugin's API route."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperatorLink
+
+from airflow_mlops import paths, settings
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+
+def lake_file_url(path: str) -> str:
+    """URL under which the API server plugin serves a lake file (path relative to the lake root)."""
+    return f"{settings.reports_base_url()}/lake/{path.lstrip('/')}"
+
+
+class ValidationReportLink(BaseOperatorLink):
+    """The Great Expectations report of a validation task (pass or fail)."""
+
+    name = "Validation report"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        op: Any = operator
+        return lake_file_url(paths.validation_report(op.pipeline, op.source, op.ds))

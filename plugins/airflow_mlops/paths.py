@@ -1,0 +1,45 @@
+"""Where each artefact lives, relative to the lake root: the one place that knows the layout."""
+
+from __future__ import annotations
+
+
+def partition(ds: str) -> str:
+    """Folder name of the partition of one logical date (YYYY-MM-DD)."""
+    return f"date={ds}"
+
+
+def landing(pipeline: str, relative: str) -> str:
+    """A landing file: `relative` is the source's path with `{ds}` filled in."""
+    return f"landing/{pipeline}/{relative}"
+
+
+def raw(pipeline: str, source: str, ds: str) -> str:
+    return f"raw/{pipeline}/{source}/{partition(ds)}/{source}.parquet"
+
+
+def raw_partition(pipeline: str, source: str, ds: str) -> str:
+    return f"raw/{pipeline}/{source}/{partition(ds)}"
+
+
+def features(pipeline: str, ds: str) -> str:
+    return f"features/{pipeline}/{partition(ds)}/features.parquet"
+
+
+def features_partition(pipeline: str, ds: str) -> str:
+    return f"features/{pipeline}/{partition(ds)}"
+
+
+def features_root(pipeline: str) -> str:
+    return f"features/{pipeline}"
+
+
+def quarantine(pipeline: str, source: str, ds: str) -> str:
+    return f"quarantine/{pipeline}/{source}/{partition(ds)}"
+
+
+def validation_report(pipeline: str, source: str, ds: str) -> str:
+    return f"reports/{pipeline}/validation/{source}/{partition(ds)}/report.html"
+
+
+BROWSABLE_ZONES = ("reports", "quarantine")
+"""Zones whose files the API server plugin serves to signed-in users (never data zones)."""

@@ -1,0 +1,91 @@
+"""`python -m airflow_mlops feed` run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from airflow_mlops.core import demo
+from airflow_mlops.core.storage import S3Lake
+from tests.conftest import run_cli
+
+
+def feed(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "airflow_mlops", "feed", "--pipeline", "flight_delays", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=env or dict(os.environ))
+
+
+def test_feed_with_lake_root(tmp_path: Path) -> None:
+    root = tmp_path / "lake"
+    proc = run_cli(sys.executable, "-m", "airflow_mlops", "feed", "--pipeline", "flight_delays",
+                   "--start", "2013-01-30", "--end", "2013-02-02", "--lake-root", str(root))  # fmt: skip
+    landing = root / "landing" / "flight_delays"
+    days = ["2013-01-30", "2013-01-31", "2013-02-01", "2013-02-02"]
+    assert sorted(p.name for p in (landing / "flights").iterdir()) == [f"{d}.csv" for d in days]
+    assert sorted(p.name for p in (landing / "weather").iterdir()) == [f"{d}.csv" for d in days]
+    assert (landing / "planes" / "planes.csv").read_bytes() == demo.table_csv("planes")
+    flights_rows = sum(demo.csv_rows((landing / "flights" / f"{d}.csv").read_bytes()) for d in days)
+    weather_rows = sum(demo.csv_rows((landing / "weather" / f"{d}.csv").read_bytes()) for d in days)
+    assert f"flights: 4 files, {flights_rows} rows" in proc.stdout
+    assert f"weather: 4 files, {weather_rows} rows" in proc.stdout
+    assert "planes: reference table written" in proc.stdout
+    assert f"9 files written, {flights_rows + weather_rows} rows" in proc.stdout
+
+    before = {p: p.read_bytes() for p in landing.rglob("*.csv")}
+    again = feed("--start", "2013-01-30", "--end", "2013-02-02", "--lake-root", str(root))
+    assert again.returncode == 0, again.stderr
+    assert "planes: reference table unchanged" in again.stdout
+    assert {p: p.read_bytes() for p in landing.rglob("*.csv")} == before
+
+
+def test_feed_uses_env_lake_root(lake_root: Path) -> None:
+    # lake_root sets MLOPS_LAKE_ROOT in this process's environment, which the subprocess inherits.
+    proc = feed("--start", "2013-06-01", "--end", "2013-06-01")
+    assert proc.returncode == 0, proc.stderr
+    assert (lake_root / "landing" / "flight_delays" / "flights" / "2013-06-01.csv").is_file()
+
+
+def test_feed_to_s3(s3_lake_root: tuple[str, dict[str, Any]]) -> None:
+    # The endpoint and fake credentials come from the environment set by the s3 fixtures.
+    root, kwargs = s3_lake_root
+    proc = feed("--start", "2013-03-10", "--end", "2013-03-10", "--lake-root", root)
+    assert proc.returncode == 0, proc.stderr
+    bucket, prefix = S3Lake.split(root)
+    client = boto3.session.Session().client("s3", **kwargs)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"])
+    assert keys == [
+        f"{prefix}/landing/flight_delays/{p}"
+        for p in ["flights/2013-03-10.csv", "planes/planes.csv", "weather/2013-03-10.csv"]
+    ]
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}/landing/flight_delays/flights/2013-03-10.csv")["Body"].read()
+    assert body == demo.day_csv("flights", "2013-03-10")
+
+
+def test_feed_errors(tmp_path: Path) -> None:
+    root = str(tmp_path / "lake")
+    outside = feed("--start", "2013-12-31", "--end", "2014-01-01", "--lake-root", root)
+    assert outside.returncode == 1
+    assert "error: no demo data for 2014-01-01" in outside.stderr
+    assert not (tmp_path / "lake").exists()
+
+    unknown = subprocess.run(
+        [sys.executable, "-m", "airflow_mlops", "feed", "--pipeline", "no_such", "--start", "2013-01-01",
+         "--end", "2013-01-01", "--lake-root", root],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert unknown.returncode == 1
+    assert "no_such.yaml" in unknown.stderr
+
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_LAKE_ROOT"}
+    no_root = feed("--start", "2013-01-01", "--end", "2013-01-01", env=env)
+    assert no_root.returncode == 1
+    assert "no lake root: pass --lake-root or set MLOPS_LAKE_ROOT" in no_root.stderr
+
+    missing = feed("--start", "2013-01-01")
+    assert missing.returncode == 2
+    assert "--end" in missing.stderr

@@ -1,0 +1,47 @@
+"""DagBag integrity over dags/: no import errors, tags, retries and timeouts on every task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+
+
+def test_every_pipeline_has_its_dags(dagbag) -> None:
+    from airflow_mlops.config import load_pipelines
+
+    for cfg in load_pipelines():
+        assert cfg.dag_id("ingest") in dagbag.dag_ids
+
+
+def test_tags_retries_and_timeouts(dagbag) -> None:
+    assert dagbag.dags
+    for dag_id, dag in dagbag.dags.items():
+        assert "mlops" in dag.tags, dag_id
+        assert dag.doc_md, dag_id
+        for task in dag.tasks:
+            assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"
+            assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no execution_timeout"
+
+
+def test_ingest_shape(dagbag) -> None:
+    dag = dagbag.dags["flight_delays__ingest"]
+    for source in ("flights", "weather", "planes"):
+        assert dag.get_task(f"ingest_{source}").upstream_task_ids == {f"wait_for_{source}"}
+        assert dag.get_task(f"validate_{source}").upstream_task_ids == {f"ingest_{source}"}
+    features = dag.get_task("build_features")
+    assert features.upstream_task_ids == {"validate_flights", "validate_weather", "validate_planes"}
+    assert [o.name for o in features.outlets] == ["flight_delays.features"]
