@@ -76,6 +76,9 @@ def test_bad_batch_fails_the_run_and_is_quarantined(case, airflow_db, fed_lake, 
     ti = next(t for t in dr.get_task_instances() if t.task_id == f"{stage}_flights")
     assert ti.try_number == 1
     quarantined = lake.list(lake.uri(paths.quarantine(flights_cfg.name, "flights", DAYS[1])))
-    assert {u.rsplit("/", 1)[-1] for u in quarantined} >= {"report.html", "validation.json" if stage == "validate" else "error.json"}
+    assert {u.rsplit("/", 1)[-1] for u in quarantined} >= {
+        "report.html",
+        "validation.json" if stage == "validate" else "error.json",
+    }
     assert not lake.exists(lake.uri(paths.features(flights_cfg.name, DAYS[1])))
     assert frame_hash(lake.read_parquet(lake.uri(paths.features(flights_cfg.name, DAYS[0])))) == good_prev

@@ -13,7 +13,6 @@ from airflow_mlops.core.hashing import frame_hash
 from airflow_mlops.core.ingest import LandingFileError, read_landing_csv
 from airflow_mlops.core.report import render_error_html, render_validation_html
 from airflow_mlops.core.storage import Lake
-from airflow_mlops.core.validation import validate_frame
 
 
 class BatchRejected(RuntimeError):
@@ -42,12 +41,6 @@ def raw_uri(lake: Lake, cfg: PipelineConfig, source: str, ds: str) -> str:
 
 def features_uri(lake: Lake, cfg: PipelineConfig, ds: str) -> str:
     return lake.uri(paths.features(cfg.name, ds))
-
-
-def suite_parameters(ds: str) -> dict[str, Any]:
-    """Suite parameters of a logical date, so suites can require every row to be of that date."""
-    year, month, day = (int(x) for x in ds.split("-"))
-    return {"ds": ds, "year": year, "month": month, "day": day}
 
 
 def _reject(
@@ -91,9 +84,12 @@ def validate_source(
     lake: Lake, cfg: PipelineConfig, source: str, ds: str, context: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Validate the raw partition with its Great Expectations suite; quarantine it if it fails."""
+    # Great Expectations takes seconds to import: only the validation tasks pay for it.
+    from airflow_mlops.core.validation import date_parameters, validate_frame
+
     uri = raw_uri(lake, cfg, source, ds)
     df = lake.read_parquet(uri)
-    outcome = validate_frame(df, settings.expectations_dir() / cfg.sources[source].suite, suite_parameters(ds))
+    outcome = validate_frame(df, settings.expectations_dir() / cfg.sources[source].suite, date_parameters(ds))
     ctx = {"pipeline": cfg.name, "source": source, "logical date": ds, "file": uri, **(context or {})}
     html = render_validation_html(outcome, f"{cfg.name}: validation of {source} for {ds}", ctx)
     report_uri = lake.uri(paths.validation_report(cfg.name, source, ds))

@@ -1,0 +1,85 @@
+"""End to end: the local stack lands three days and runs flight_delays__ingest over them through the scheduler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops import localstack as ls
+from airflow_mlops.config import pipeline_by_name
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = "flight_delays"
+DAG_ID = f"{PIPELINE}__ingest"
+START, END = date(2013, 1, 1), date(2013, 1, 3)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ls.StackConfig]:
+    """A stack in a temp state folder on free ports, isolated from the test session's Airflow settings."""
+    state = tmp_path_factory.mktemp("stack")
+    cfg = ls.StackConfig.load(
+        environ=ls.clean_environ(os.environ),
+        overrides={
+            "MLOPS_STATE_DIR": str(state),
+            "MLOPS_LAKE_ROOT": "",
+            "MLOPS_AIRFLOW_PORT": str(ls.free_port()),
+            "MLOPS_MLFLOW_PORT": str(ls.free_port()),
+            "MLOPS_STACK_START_TIMEOUT_SECONDS": "600",
+            "MLOPS_DEMO_TIMEOUT_SECONDS": "900",
+        },
+    )
+    try:
+        yield cfg
+    finally:
+        ls.down(cfg)  # always, whatever the test did; a no-op once the test stopped it
+
+
+def _alive(pids: set[int], sessions: set[int]) -> list[ls.Proc]:
+    """Processes still alive among the given ones (same pid in the same session: not a reused pid)."""
+    return [p for p in ls.processes() if p.pid in pids and p.session in sessions]
+
+
+@pytest.mark.timeout(1800)  # a loaded 2-core machine: start-up and the runs' imports can take minutes
+def test_stack_runs_ingest_backfill_through_the_scheduler(stack: ls.StackConfig) -> None:
+    ls.up(stack)
+    rows = {r.name: r for r in ls.status(stack)}
+    assert all(rows[name].pid for name in ls.COMPONENTS), rows
+    leaders = {rows[name].pid for name in ls.COMPONENTS}
+
+    # `up` again starts nothing new.
+    ls.up(stack)
+    assert {r.name: r.pid for r in ls.status(stack)} == {name: rows[name].pid for name in ls.COMPONENTS}
+
+    # The demo's own code: land the days, backfill through the REST API, wait, summarize (0: all succeeded).
+    assert ls.demo(stack, PIPELINE, START, END) == 0
+    runs = ls.api_for(stack).dag_runs(DAG_ID, START, END)
+
+    days = [d.isoformat() for d in ls.day_range(START, END)]
+    assert ls.run_days(runs) == dict.fromkeys(days, "success")
+    assert {r["run_type"] for r in runs} == {"backfill"}
+
+    raw = ls.lake_partitions(stack, "raw", PIPELINE)
+    for source in pipeline_by_name(PIPELINE).partitioned_sources:
+        assert raw.get(source) == days, f"raw/{PIPELINE}/{source}: {raw.get(source)}"
+    features = ls.lake_partitions(stack, "features", PIPELINE)
+    assert sorted({d for dates in features.values() for d in dates}) == days, features
+    assert ls.lake_partitions(stack, "quarantine", PIPELINE) == {}
+
+    # Every process of the components' sessions (API and executor workers, parsers...) must be gone.
+    pids = {p.pid for p in ls.processes() if p.session in leaders}
+    assert len(pids) > len(leaders)
+    stopped = ls.down(stack)
+    assert sorted(stopped) == sorted(ls.COMPONENTS)
+    assert _alive(pids, leaders) == []
+    assert ls.stack_processes(stack) == []
+    assert [ls.running_pid(stack, name) for name in ls.COMPONENTS] == [None] * len(ls.COMPONENTS)
