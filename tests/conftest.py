@@ -30,7 +30,12 @@ os.environ.update(
 )
 TEST_HOME.mkdir(parents=True, exist_ok=True)
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.airflow_db", "tests.fixtures.flights"]
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.airflow_db",
+    "tests.fixtures.flights",
+    "tests.fixtures.mlflow_server",
+]
 
 
 @pytest.fixture()
