@@ -6,25 +6,20 @@ import re
 import string
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from airflow_mlops import settings
+from airflow_mlops.config_training import TrainConfig, train_cross_check
+from airflow_mlops.schema import NAME_PATTERN, Name, Strict
 
 ColumnType = Literal["int64", "float64", "string", "bool", "datetime"]
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=60)]
 
 
 class PipelineConfigError(ValueError):
     """One or more pipeline configs are invalid; the message names each file, key and problem."""
-
-
-class Strict(BaseModel):
-    # forbid: a misspelt or unsupported key is an error, never silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SensorConfig(Strict):
@@ -123,6 +118,7 @@ class PipelineConfig(Strict):
     ingest: IngestConfig = IngestConfig()  # type: ignore[call-arg]
     sources: dict[Name, SourceConfig] = Field(min_length=1)
     features: FeaturesConfig
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> PipelineConfig:
@@ -157,6 +153,8 @@ class PipelineConfig(Strict):
                         ("features", "joins", i, "keys"),
                         f"column {col!r} is not a declared column of source {self.features.base!r}",
                     )
+        for loc, msg in train_cross_check(self.train, self.feature_columns, self.features.key):
+            raise _KeyError(loc, msg)
         if self.end_date and self.end_date < self.start_date:
             raise _KeyError(("end_date",), "must not be before start_date")
         return self

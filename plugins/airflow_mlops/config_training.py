@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from airflow_mlops.config import Name, Strict
+from airflow_mlops.schema import Name, Strict
 
 Scalar = str | int | float | bool | None
 MetricName = Literal["roc_auc", "average_precision", "log_loss", "brier", "accuracy", "f1", "precision", "recall"]

@@ -6,10 +6,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG, Asset, Param
 
 from airflow_mlops.config import PipelineConfig, load_pipelines
-from airflow_mlops.operators import BuildFeaturesOperator, IngestSourceOperator, ValidateSourceOperator
+from airflow_mlops.operators import (
+    BuildFeaturesOperator,
+    EvaluateModelOperator,
+    IngestSourceOperator,
+    RegisterModelOperator,
+    TrainModelOperator,
+    ValidateSourceOperator,
+)
 from airflow_mlops.sensors import LandingFileSensor
 
 
@@ -74,7 +81,92 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
     return dag
 
 
-BUILDERS = (build_ingest_dag,)
+def train_params(cfg: PipelineConfig) -> dict[str, Param]:
+    """The typed trigger form of `<p>__train` (also what the monitor sets when it asks for a retrain)."""
+    return {
+        "end_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Window end",
+            description="Last day of the training window (YYYY-MM-DD). Empty: the run's logical date.",
+        ),
+        "window_days": Param(
+            cfg.train.window_days,
+            type="integer",
+            minimum=3,
+            title="Window (days)",
+            description="Days of features up to the window end; the latest train.holdout_days are the holdout.",
+        ),
+        "reason": Param(
+            "manual",
+            type="string",
+            title="Reason",
+            description="Why this training runs (recorded on the MLflow run), e.g. drift report or ticket.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force",
+            description="Register the model as challenger even if it fails the quality gates.",
+        ),
+        "force_reason": Param(
+            "",
+            type="string",
+            title="Why force",
+            description="Required with force; recorded with who triggered the run on the run and the version.",
+        ),
+    }
+
+
+def build_train_dag(cfg: PipelineConfig) -> DAG:
+    """`<p>__train`: train on the window, evaluate against the champion, register with alias `challenger`."""
+    doc = (
+        f"### {cfg.name}: train\n{cfg.description}\n\n"
+        f"Assembles {cfg.train.window_days} days of `features/` up to the window end, splits them by time "
+        f"(last {cfg.train.holdout_days} days are the holdout), trains `{cfg.train.model.estimator}`, evaluates "
+        "the challenger and the current champion on the same holdout, logs everything to one MLflow run, and "
+        "registers a model version with lineage to its data. Only a version that passes the gates gets the "
+        "`challenger` alias. Trigger it by hand with the form; `force` needs a reason."
+    )
+    with DAG(
+        schedule=cfg.train.schedule,
+        catchup=False,
+        max_active_runs=1,
+        params=train_params(cfg),
+        render_template_as_native_obj=True,
+        **_dag_kwargs(cfg, "train", doc),
+    ) as dag:
+        train = TrainModelOperator(
+            task_id="train",
+            pipeline=cfg.name,
+            end_ds="{{ params.end_date }}",
+            window_days="{{ params.window_days }}",
+            reason="{{ params.reason }}",
+        )
+        evaluate = EvaluateModelOperator(
+            task_id="evaluate", pipeline=cfg.name, force="{{ params.force }}", force_reason="{{ params.force_reason }}"
+        )
+        register = RegisterModelOperator(task_id="register", pipeline=cfg.name)
+        train >> evaluate >> register
+        if cfg.train.trigger_deploy:
+            from airflow.providers.standard.operators.python import ShortCircuitOperator
+            from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+            promoted = ShortCircuitOperator(
+                task_id="passed_gates",
+                python_callable=lambda ti: bool(ti.xcom_pull(task_ids="register")["promoted"]),
+            )
+            deploy = TriggerDagRunOperator(
+                task_id="trigger_deploy",
+                trigger_dag_id=cfg.dag_id("deploy"),
+                conf={"version": "{{ ti.xcom_pull(task_ids='register')['version'] }}", "reason": "trained"},
+            )
+            register >> promoted >> deploy
+    return dag
+
+
+BUILDERS = (build_ingest_dag, build_train_dag)
 
 
 def build_all(folder: Path | None = None) -> dict[str, DAG]:

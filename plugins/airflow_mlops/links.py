@@ -26,3 +26,22 @@ class ValidationReportLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         op: Any = operator
         return lake_file_url(paths.validation_report(op.pipeline, op.source, op.ds))
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """The MLflow run a training task logged to."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        # Set by the task while it runs; the worker stores the link when the task ends.
+        return str(getattr(operator, "mlflow_run_url", None) or "")
+
+
+class ModelVersionLink(BaseOperatorLink):
+    """The model version a registration task created or found."""
+
+    name = "Model version"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return str(getattr(operator, "model_version_url", None) or "")

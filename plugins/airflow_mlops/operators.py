@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops import settings
-from airflow_mlops.links import ValidationReportLink
+from airflow_mlops.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
     from airflow_mlops.core.storage import Lake
+    from airflow_mlops.core.tracking import RunTags, Tracking
 
 
 class PipelineOperator(BaseOperator):
@@ -115,3 +116,142 @@ class BuildFeaturesOperator(PipelineOperator):
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {"partition": self.ds, **result.to_dict()}
         return result.to_dict()
+
+
+class MlflowPipelineOperator(PipelineOperator):
+    """Base of the operators that log to MLflow: one MLflow run per DAG run.
+
+    :param mlflow_conn_id: Airflow connection of the MLflow server; the deployment default if unset.
+    """
+
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (MlflowRunLink(),)
+
+    def __init__(self, *, mlflow_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+        self.mlflow_run_url: str | None = None
+
+    def tracking(self) -> Tracking:
+        from airflow_mlops.hooks import MlflowHook
+
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking()
+
+    def run_tags(self, context: Context) -> RunTags:
+        from airflow_mlops.core.tracking import RunTags
+
+        ti = context["ti"]
+        return RunTags(dag_id=ti.dag_id, run_id=ti.run_id, logical_date=self.ds, task=ti.task_id)
+
+
+class TrainModelOperator(MlflowPipelineOperator):
+    """Fits the pipeline's model on the training window and logs data, params and model to MLflow.
+
+    :param end_ds: last day of the window (templated; default the logical date).
+    :param window_days: days of features up to end_ds (templated; default the config's train.window_days).
+    :param reason: why this training runs, recorded on the MLflow run (templated).
+    """
+
+    template_fields: Sequence[str] = ("pipeline", "ds", "end_ds", "window_days", "reason")
+
+    def __init__(
+        self, *, end_ds: str | None = None, window_days: int | str | None = None, reason: str = "", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.end_ds = end_ds
+        self.window_days = window_days
+        self.reason = reason
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.train_steps import train_step
+
+        cfg, lake = self.config_and_lake()
+        window_days = int(self.window_days) if self.window_days not in (None, "", "None") else cfg.train.window_days
+        end_ds = str(self.end_ds) if self.end_ds not in (None, "", "None") else self.ds
+        tracking = self.tracking()
+        result = train_step(lake, cfg, tracking, self.run_tags(context), end_ds, window_days, str(self.reason or ""))
+        self.mlflow_run_url = result["mlflow_run_url"]
+        self.log.info(
+            "Trained on %s (%s days up to %s): %s",
+            result["data"]["content_hash"],
+            window_days,
+            end_ds,
+            result["model_uri"],
+        )
+        return result
+
+
+class EvaluateModelOperator(MlflowPipelineOperator):
+    """Scores the challenger and the current champion on the same holdout and applies the gates.
+
+    :param train_task_id: task whose result names the model and the window.
+    :param force: register the challenger as `challenger` whatever the gates say (templated).
+    :param force_reason: why; required with force, recorded with who triggered the run (templated).
+    """
+
+    template_fields: Sequence[str] = ("pipeline", "ds", "force", "force_reason")
+
+    def __init__(
+        self, *, train_task_id: str = "train", force: bool | str = False, force_reason: str = "", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.train_task_id = train_task_id
+        self.force = force
+        self.force_reason = force_reason
+
+    def force_request(self, context: Context) -> Any:
+        from airflow_mlops.core.training import ForceRequest
+
+        if str(self.force).lower() not in ("true", "1", "yes"):
+            return None
+        if not str(self.force_reason or "").strip():
+            raise AirflowFailException("force is set but force_reason is empty: say why the gates are overridden")
+        who = getattr(context.get("dag_run"), "triggering_user_name", None) or "unknown"
+        return ForceRequest(by=str(who), reason=str(self.force_reason))
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.train_steps import evaluate_step
+
+        cfg, lake = self.config_and_lake()
+        trained = context["ti"].xcom_pull(task_ids=self.train_task_id)
+        result = evaluate_step(lake, cfg, self.tracking(), self.run_tags(context), trained, self.force_request(context))
+        self.mlflow_run_url = result["mlflow_run_url"]
+        decision = result["decision"]
+        self.log.info("Gate outcome: %s (%s)", decision["outcome"], decision["reason"])
+        return result
+
+
+class RegisterModelOperator(MlflowPipelineOperator):
+    """Registers the model version with its model card and lineage; alias `challenger` only if it passed.
+
+    A version that fails a gate is registered without alias and tagged with why; the task succeeds and
+    returns `promoted: false`, so nothing downstream deploys it.
+
+    :param train_task_id: task whose result names the model and the window.
+    :param evaluate_task_id: task whose result holds the evaluations and the gate decision.
+    """
+
+    operator_extra_links = (MlflowRunLink(), ModelVersionLink())
+
+    def __init__(self, *, train_task_id: str = "train", evaluate_task_id: str = "evaluate", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.train_task_id = train_task_id
+        self.evaluate_task_id = evaluate_task_id
+        self.model_version_url: str | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk import conf
+
+        from airflow_mlops.core.train_steps import register_step
+
+        cfg, _ = self.config_and_lake()
+        ti = context["ti"]
+        trained = ti.xcom_pull(task_ids=self.train_task_id)
+        evaluated = ti.xcom_pull(task_ids=self.evaluate_task_id)
+        base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
+        airflow_url = f"{base}/dags/{ti.dag_id}/runs/{ti.run_id}"
+        result = register_step(cfg, self.tracking(), self.run_tags(context), trained, evaluated, airflow_url)
+        self.mlflow_run_url, self.model_version_url = result["mlflow_run_url"], result["version_url"]
+        self.log.info(
+            "Model %s version %s (%s): %s", result["model_name"], result["version"], result["outcome"], result["reason"]
+        )
+        return result

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from airflow_mlops.hooks_mlflow import MlflowHook
+from airflow_mlops.hooks import MlflowHook
 from tests.fixtures.mlflow_server import free_port
 
 CREDENTIAL_VARS = (

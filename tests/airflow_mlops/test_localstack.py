@@ -173,8 +173,7 @@ def test_airflow_settings_win_over_the_stack_values(tmp_path: Path) -> None:
 def test_connections_are_read_by_airflow_and_the_lake_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.models.connection import Connection
 
-    from airflow_mlops.hooks import LakeHook
-    from airflow_mlops.hooks_mlflow import MlflowHook
+    from airflow_mlops.hooks import LakeHook, MlflowHook
 
     cfg = make_cfg(
         tmp_path,

@@ -482,12 +482,10 @@ class Tracking:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._retry(lambda: self.client.set_terminated(run_id, status=status), f"end run {run_id}")
 
-    def run_url(self, run_id: str) -> str | None:
+    def run_url(self, run_id: str) -> str:
         """Link to the run in the MLflow UI."""
-        if not self.ui_url:
-            return None
         run = self._retry(lambda: self.client.get_run(run_id), f"get run {run_id}")
-        return f"{self.ui_url}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        return f"{self.ui_url or self.tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
 
     def version_url(self, name: str, version: str) -> str:
         """Link to a model version in the MLflow UI."""

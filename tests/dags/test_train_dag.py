@@ -1,0 +1,137 @@
+"""`<p>__train` run for real with dag.test() against a real MLflow server: register, gates, force, links."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airflow_mlops import settings
+from airflow_mlops.core.storage import open_lake
+from tests.fixtures.training_data import day_range, synthetic_features, write_partitions
+
+END = "2013-03-20"
+
+
+def small_config(folder: Path, **gates) -> None:
+    """The shipped flight_delays config with a small, fast training section."""
+    data = yaml.safe_load((settings.include_dir() / "pipelines" / "flight_delays.yaml").read_text())
+    data["train"].update(
+        window_days=20,
+        validation_days=3,
+        holdout_days=4,
+        min_rows=100,
+        search=None,
+        model={**data["train"]["model"], "params": {"max_iter": 15}},
+    )
+    data["train"]["gates"].update(min_slice_rows=40, **gates)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "flight_delays.yaml").write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture()
+def env(tmp_path, lake_root, monkeypatch, mlflow_server_factory):
+    """A lake with 20 days of features, a fresh MLflow server as the mlflow_default connection."""
+    server = mlflow_server_factory()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "http", "extra": {"tracking_uri": server.uri}})
+    )
+    pipelines = tmp_path / "pipelines"
+    monkeypatch.setenv("MLOPS_PIPELINES_DIR", str(pipelines))
+    small_config(pipelines)
+    from airflow_mlops.config import pipeline_by_name
+
+    cfg = pipeline_by_name("flight_delays")
+    write_partitions(
+        open_lake(str(lake_root)), cfg, synthetic_features(cfg, day_range("2013-03-01", 20), rows_per_day=200, seed=7)
+    )
+    return server, pipelines
+
+
+def run_train(conf: dict | None = None):
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.factory import build_train_dag
+
+    dag = build_train_dag(pipeline_by_name("flight_delays"))
+    dr = dag.test(logical_date=datetime.fromisoformat(END).replace(tzinfo=UTC), run_conf=conf)
+    return dr, {ti.task_id: ti for ti in dr.get_task_instances()}
+
+
+def xcom(ti, key: str = "return_value"):
+    return ti.xcom_pull(task_ids=ti.task_id, key=key, dag_id=ti.dag_id, run_id=ti.run_id)
+
+
+def client(server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(server.uri, registry_uri=server.uri)
+
+
+def test_first_run_registers_challenger_with_lineage_links_and_idempotent_rerun(airflow_db, env) -> None:
+    server, _ = env
+    dr, tis = run_train({"reason": "first model"})
+    assert str(dr.state) == "success", {k: str(t.state) for k, t in tis.items()}
+    result = xcom(tis["register"])
+    assert result["promoted"] is True and result["version"] == "1" and result["aliases"] == ["challenger"]
+    assert "first run" in result["reason"].lower() or "no champion" in result["reason"].lower()
+
+    mv = client(server).get_model_version("flight_delays", "1")
+    assert mv.tags["mlops.dag_id"] == "flight_delays__train" and mv.tags["mlops.dag_run_id"] == dr.run_id
+    assert mv.tags["mlops.partitions"].split(",") == day_range("2013-03-01", 20)
+    assert len(mv.tags["mlops.content_hash"]) == 64
+    run = client(server).get_run(mv.run_id)
+    assert run.data.tags["mlops.reason"] == "first model"
+    assert run.data.tags["mlops.dag_run_id"] == dr.run_id
+    # the model card: data window, gate outcome, and links back to the Airflow run and the MLflow run
+    assert mv.description.startswith("# flight_delays") and "2013-03-01" in mv.description
+    assert dr.run_id in mv.description and mv.run_id in mv.description
+
+    # the UI's extra links: MLflow run on every task, model version on register
+    for task in ("train", "evaluate", "register"):
+        assert xcom(tis[task], "_link_MlflowRunLink").startswith(f"{server.uri}/#/experiments/")
+    assert xcom(tis["register"], "_link_ModelVersionLink") == f"{server.uri}/#/models/flight_delays/versions/1"
+
+    # a retry or clear of the same DAG run's tasks: same MLflow run, no second version
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.core import train_steps
+    from airflow_mlops.core.tracking import RunTags, Tracking
+
+    cfg, tracking = pipeline_by_name("flight_delays"), Tracking(server.uri)
+    lake = open_lake(str(settings.lake_root_from_env()))
+    tags = RunTags("flight_delays__train", dr.run_id, END, "train")
+    trained = train_steps.train_step(lake, cfg, tracking, tags, END, 20, "first model")
+    assert trained["mlflow_run_id"] == mv.run_id
+    evaluated = train_steps.evaluate_step(lake, cfg, tracking, tags, trained, None)
+    again = train_steps.register_step(cfg, tracking, tags, trained, evaluated, None)
+    assert again["version"] == "1" and again["created"] is False
+    assert len(client(server).search_model_versions("name='flight_delays'")) == 1
+
+
+def test_failing_gate_registers_without_alias(airflow_db, env) -> None:
+    server, pipelines = env
+    small_config(pipelines, min_primary=0.999)
+    dr, tis = run_train()
+    assert str(dr.state) == "success"
+    result = xcom(tis["register"])
+    assert result["promoted"] is False and result["outcome"] == "failed" and result["aliases"] == []
+    mv = client(server).get_model_version("flight_delays", result["version"])
+    assert "min_primary" in mv.tags["mlops.not_promoted_reason"] or "0.999" in mv.tags["mlops.not_promoted_reason"]
+    assert client(server).get_registered_model("flight_delays").aliases == {}
+
+
+def test_force_needs_a_reason_and_is_recorded(airflow_db, env) -> None:
+    server, pipelines = env
+    small_config(pipelines, min_primary=0.999)
+    dr, tis = run_train({"force": True})
+    assert str(dr.state) == "failed" and str(tis["evaluate"].state) == "failed"
+
+    dr, tis = run_train({"force": True, "force_reason": "hotfix for ticket 42"})
+    assert str(dr.state) == "success"
+    result = xcom(tis["register"])
+    assert result["outcome"] == "forced" and result["aliases"] == ["challenger"]
+    mv = client(server).get_model_version("flight_delays", result["version"])
+    tags = " ".join(f"{k}={v}" for k, v in mv.tags.items())
+    assert "hotfix for ticket 42" in tags and "dag_test" in tags  # why, and who triggered the run
