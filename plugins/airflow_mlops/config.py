@@ -34,7 +34,7 @@ class SourceConfig(Strict):
     """One dataset that lands in `landing/<pipeline>/`."""
 
     path: str = Field(description="Path below landing/<pipeline>/; `{ds}` makes it one file per logical date.")
-    format: Literal["csv"] = "csv"
+    format: Literal["csv"] = Field("csv", description="File format of the landing file (CSV, UTF-8, with header).")
     columns: dict[str, ColumnType] = Field(min_length=1, description="Declared columns and their types.")
     suite: str = Field(description="Great Expectations suite file in include/expectations/.")
 
@@ -63,14 +63,14 @@ class IngestConfig(Strict):
 
     schedule: str | None = Field("@daily", description="Cron or preset; one run per logical date.")
     catchup: bool = Field(True, description="Run every missed date from start_date on.")
-    max_active_runs: int = Field(4, ge=1)
+    max_active_runs: int = Field(4, ge=1, description="Logical dates ingested at once (backfills).")
     sensor: SensorConfig = SensorConfig()  # type: ignore[call-arg]
 
 
 class JoinConfig(Strict):
     """A left join of another source onto the base rows."""
 
-    source: str
+    source: str = Field(description="Name of the joined source.")
     keys: list[str] = Field(min_length=1, description="Join columns, with the same name on both sides.")
     columns: dict[str, str] = Field(
         min_length=1, description="Columns to take from the source: {source_column: feature_name}."
@@ -80,7 +80,7 @@ class JoinConfig(Strict):
 class LabelConfig(Strict):
     """The training label, computed from base columns."""
 
-    name: str
+    name: str = Field(description="Column name of the label in the feature store.")
     expr: str = Field(description="pandas expression giving the label, e.g. `arr_delay > 15`.")
     known: str | None = Field(
         None, description="Expression true where the label is known; elsewhere the label is null."
@@ -106,14 +106,18 @@ class FeaturesConfig(Strict):
 class PipelineConfig(Strict):
     """One ML pipeline: every DAG of it comes from this."""
 
-    name: Name
-    description: str = ""
-    owner: str = "mlops"
-    tags: list[str] = Field(default_factory=list)
-    start_date: date
-    end_date: date | None = None
-    retries: int = Field(2, ge=0)
-    retry_delay_seconds: int = Field(60, ge=1)
+    name: Name = Field(description="Pipeline name, equal to the file name; DAG ids are `<name>__<kind>`.")
+    description: str = Field("", description="One line shown on the DAGs in the Airflow UI.")
+    owner: str = Field("mlops", description="Airflow owner of every task.")
+    tags: list[str] = Field(
+        default_factory=list, description="Extra DAG tags (every DAG is also tagged mlops and the name)."
+    )
+    start_date: date = Field(description="First logical date of the pipeline's DAGs.")
+    end_date: date | None = Field(None, description="Last logical date, if the data ends.")
+    retries: int = Field(2, ge=0, description="Retries of every task (with exponential backoff).")
+    retry_delay_seconds: int = Field(
+        60, ge=1, description="First retry delay; it doubles on each retry, up to 10 minutes."
+    )
     task_timeout_minutes: int = Field(60, ge=1, description="execution_timeout of every task.")
     ingest: IngestConfig = IngestConfig()  # type: ignore[call-arg]
     sources: dict[Name, SourceConfig] = Field(min_length=1)

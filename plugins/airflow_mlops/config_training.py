@@ -33,8 +33,8 @@ class Distribution(Strict):
     dist: Literal["uniform", "loguniform", "randint"] = Field(
         description="uniform and loguniform give floats in [low, high]; randint gives integers in [low, high]."
     )
-    low: float
-    high: float
+    low: float = Field(description="Lower bound of the sampled values.")
+    high: float = Field(description="Upper bound of the sampled values (greater than low).")
 
     @model_validator(mode="after")
     def _bounds(self) -> Distribution:

@@ -1,0 +1,632 @@
+"""Renders docs/configuration.md from the pipeline config models; `--check` exits 1 when the page is stale."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import json
+import re
+import sys
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+import yaml
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))  # also runs without the editable install
+
+from airflow_mlops import settings  # noqa: E402
+from airflow_mlops.config import PipelineConfig, PipelineConfigError, parse_pipeline  # noqa: E402
+from airflow_mlops.localstack import parse_settings  # noqa: E402
+
+OUTPUT = ROOT / "docs" / "configuration.md"
+EXAMPLE = ROOT / "include" / "pipelines" / "flight_delays.yaml"
+STACK_SETTINGS = ROOT / "mlops.env"
+REGENERATE = "python scripts/gen_config_docs.py"
+
+SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean", date: "date (YYYY-MM-DD)"}
+
+
+class SchemaRenderError(RuntimeError):
+    """The models use a type or constraint this generator cannot describe yet; the message says which."""
+
+
+# Types -------------------------------------------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
+    """The type inside `Annotated[...]` and its constraint metadata."""
+    meta: list[Any] = []
+    while typing.get_origin(tp) is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        for extra in extras:
+            meta.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+        tp = base
+    return tp, meta
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _join_or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _constraints(meta: list[Any], tp: Any) -> list[str]:
+    def unit(n: int) -> str:
+        if tp is str:
+            return "character" if n == 1 else "characters"
+        return "entry" if n == 1 else "entries"
+
+    out: list[str] = []
+    for item in meta:
+        if isinstance(item, annotated_types.Ge):
+            out.append(f"≥ {item.ge}")
+        elif isinstance(item, annotated_types.Gt):
+            out.append(f"> {item.gt}")
+        elif isinstance(item, annotated_types.Le):
+            out.append(f"≤ {item.le}")
+        elif isinstance(item, annotated_types.Lt):
+            out.append(f"< {item.lt}")
+        elif isinstance(item, annotated_types.MinLen):
+            out.append(f"at least {item.min_length} {unit(item.min_length)}")
+        elif isinstance(item, annotated_types.MaxLen):
+            out.append(f"at most {item.max_length} {unit(item.max_length)}")
+        elif type(item).__name__ == "_PydanticGeneralMetadata" and set(vars(item)) == {"pattern"}:
+            out.append(f"matching `{vars(item)['pattern']}`")
+        else:
+            raise SchemaRenderError(f"no wording for the constraint {item!r}: extend _constraints in {__file__}")
+    return out
+
+
+def section_anchor(path: str) -> str:
+    """GitHub's anchor of the heading of a section (`ingest.sensor` -> `ingestsensor`)."""
+    text = (path or "top level").lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def _model_link(path: str) -> str:
+    return f"[`{path}`](#{section_anchor(path)})"
+
+
+def type_label(tp: Any, path: str) -> str:
+    """Readable type of a key at `path`, with its constraints and links to nested sections."""
+    tp, meta = _unwrap(tp)
+    label = _bare_label(tp, path)
+    cons = _constraints(meta, tp)
+    return ", ".join([label, *cons])
+
+
+def _bare_label(tp: Any, path: str) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        return "null"
+    if tp in SCALARS:
+        return SCALARS[tp]
+    if _is_model(tp):
+        return _model_link(path)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in args)
+    if _is_union(tp):
+        arms = [a for a in args if a is not type(None)]
+        labels = [_paren(type_label(a, path)) for a in arms]
+        return _join_or(labels + (["null"] if len(arms) < len(args) else []))
+    if origin is list:
+        inner = type_label(args[0], path + "[]")
+        return f"list of {inner}s" if inner in SCALARS.values() else f"list of {_paren(inner)}"
+    if origin is dict:
+        return f"mapping of {_paren(type_label(args[0], path))} to {_paren(type_label(args[1], path + '.<name>'))}"
+    raise SchemaRenderError(f"no wording for the type {tp!r} of {path}: extend _bare_label in {__file__}")
+
+
+def _paren(label: str) -> str:
+    return f"({label})" if " or " in label or ", " in label else label
+
+
+def _models_in(tp: Any, path: str) -> Iterator[tuple[str, type[BaseModel]]]:
+    """The models nested in a key's type, with the path of their section."""
+    tp, _ = _unwrap(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_model(tp):
+        yield path, tp
+    elif origin is list:
+        yield from _models_in(args[0], path + "[]")
+    elif origin is dict:
+        yield from _models_in(args[1], path + ".<name>")
+    elif _is_union(tp):
+        for arm in args:
+            yield from _models_in(arm, path)
+
+
+# The reference -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """The keys of one model, found at `path` in the file ("" is the top level)."""
+
+    path: str
+    model: type[BaseModel]
+
+
+def sections(model: type[BaseModel] = PipelineConfig, path: str = "") -> Iterator[Section]:
+    """Every model of the schema, depth first in key order."""
+    yield Section(path, model)
+    for name, field in model.model_fields.items():
+        for sub_path, sub_model in _models_in(field.annotation, _key_path(path, name)):
+            yield from sections(sub_model, sub_path)
+
+
+def _key_path(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _doc(model: type[BaseModel]) -> str:
+    return inspect.cleandoc(model.__doc__ or "")
+
+
+def field_description(field: FieldInfo) -> str:
+    """The key's description, else the docstring of the model it holds."""
+    if field.description:
+        return field.description
+    models = {m for _, m in _models_in(field.annotation, "")}
+    return _doc(models.pop()).split("\n")[0] if len(models) == 1 else ""
+
+
+def yaml_value(value: Any) -> str:
+    if isinstance(value, date):
+        return value.isoformat()
+    return json.dumps(value, default=str)
+
+
+def default_label(field: FieldInfo) -> str:
+    if field.is_required():
+        return "**required**"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "its keys' defaults"
+    return f"`{yaml_value(value)}`"
+
+
+def md_text(text: str) -> str:
+    """Text for a table cell: `<` and `>` outside code spans escaped (else read as HTML), pipes escaped."""
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts).replace("|", "\\|")
+
+
+def render_section(section: Section) -> str:
+    title = f"`{section.path}`" if section.path else "Top level"
+    lines = [f"### {title}", "", md_text(_doc(section.model)), ""]
+    lines += ["| Key | Type | Default | Description |", "|---|---|---|---|"]
+    for name, field in section.model.model_fields.items():
+        path = _key_path(section.path, name)
+        cells = [f"`{path}`", type_label(_field_type(field), path), default_label(field), field_description(field)]
+        lines.append("| " + " | ".join(md_text(c) if i == 3 else c.replace("|", "\\|") for i, c in enumerate(cells)))
+        lines[-1] += " |"
+    return "\n".join(lines)
+
+
+def _field_type(field: FieldInfo) -> Any:
+    """The key's type with the constraints given in its Field(...) put back as Annotated metadata."""
+    if field.metadata:
+        return typing.Annotated[(field.annotation, *field.metadata)]
+    return field.annotation
+
+
+def undocumented_keys() -> list[str]:
+    """Keys with neither a description nor a documented model: worth a `description=` in the schema."""
+    return [
+        _key_path(s.path, name)
+        for s in sections()
+        for name, field in s.model.model_fields.items()
+        if not field_description(field)
+    ]
+
+
+def render_reference() -> str:
+    found = list(sections())
+    anchors = [section_anchor(s.path) for s in found]
+    if len(set(anchors)) != len(anchors):
+        raise SchemaRenderError(f"two sections share a heading anchor: {sorted(anchors)}")
+    toc = ", ".join(_model_link(s.path) if s.path else "[top level](#top-level)" for s in found)
+    return "\n\n".join([f"Sections: {toc}.", *(render_section(s) for s in found)])
+
+
+# The annotated example ---------------------------------------------------------------------------
+
+
+def annotate_example(text: str) -> str:
+    """The YAML text with each schema key's description as a comment line above it; the file's own comments stay."""
+    notes: dict[int, str] = {}
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        _collect_notes(root, PipelineConfig, notes)
+    out: list[str] = []
+    for number, line in enumerate(text.splitlines()):
+        if number in notes:
+            indent = len(line) - len(line.lstrip(" "))
+            out.append(f"{' ' * indent}# {notes[number]}")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _collect_notes(node: yaml.Node, model: type[BaseModel], notes: dict[int, str]) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        field = model.model_fields.get(key_node.value)
+        if field is None:
+            continue
+        text = field_description(field)
+        if text:
+            notes.setdefault(key_node.start_mark.line, text)
+        _collect_value_notes(value_node, field.annotation, notes)
+
+
+def _collect_value_notes(node: yaml.Node, tp: Any, notes: dict[int, str]) -> None:
+    tp, _ = _unwrap(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_model(tp):
+        _collect_notes(node, tp, notes)
+    elif origin is list and isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _collect_value_notes(item, args[0], notes)
+    elif origin is dict and isinstance(node, yaml.MappingNode):
+        for _, item in node.value:
+            _collect_value_notes(item, args[1], notes)
+    elif _is_union(tp) and isinstance(node, yaml.MappingNode):
+        # A mapping can only be the model arm of a union (lists and scalars are not mappings).
+        for arm in args:
+            arm_type, _ = _unwrap(arm)
+            if _is_model(arm_type) or typing.get_origin(arm_type) is dict:
+                _collect_value_notes(node, arm, notes)
+                return
+
+
+def example_error(text: str) -> str:
+    """The real error message for the example with two mistakes: a value out of range and a misspelt key."""
+    raw = yaml.safe_load(text)
+    ingest = raw.setdefault("ingest", {})
+    ingest.setdefault("sensor", {})["poke_interval_seconds"] = 0
+    ingest["catch_up"] = ingest.pop("catchup", True)
+    try:
+        parse_pipeline(yaml.safe_dump(raw, sort_keys=False), "include/pipelines/flight_delays.yaml")
+    except PipelineConfigError as exc:
+        return str(exc)
+    raise SchemaRenderError("the broken example config was accepted: change example_error")
+
+
+# Deployment settings -----------------------------------------------------------------------------
+
+ENV_VARS: dict[str, tuple[str, str]] = {
+    settings.ENV_LAKE_ROOT: (
+        "none",
+        "Lake root (a local folder or `s3://bucket/prefix`) when the storage connection has no `lake_root` extra "
+        "or does not exist; the connection's extra wins when both are set.",
+    ),
+    settings.ENV_PIPELINES_DIR: (
+        "`<checkout>/include/pipelines`",
+        "Folder scanned for `<name>.yaml` pipeline files, at parse time and by every task.",
+    ),
+    settings.ENV_EXPECTATIONS_DIR: (
+        "`<checkout>/include/expectations`",
+        "Folder of the Great Expectations suites named by `sources.<name>.suite`.",
+    ),
+    settings.ENV_STORAGE_CONN_ID: (
+        f"`{settings.DEFAULT_STORAGE_CONN_ID}`",
+        "Airflow connection of the lake (below). Operators and sensors also take `lake_conn_id=`.",
+    ),
+    settings.ENV_MLFLOW_CONN_ID: (
+        f"`{settings.DEFAULT_MLFLOW_CONN_ID}`",
+        "Airflow connection of the MLflow tracking server (below).",
+    ),
+    settings.ENV_REPORTS_BASE_URL: (
+        "`/mlops`",
+        "Base of the report links on tasks (`<base>/lake/<path>`). The plugin always mounts its routes at "
+        "`/mlops` on the API server; set this when the API server is reached under a path prefix, "
+        "e.g. `/airflow/mlops`.",
+    ),
+}
+"""The environment variables of settings.py; the generator refuses to run when one is missing here."""
+
+
+def render_env_vars() -> str:
+    declared = {v for k, v in vars(settings).items() if k.startswith("ENV_") and isinstance(v, str)}
+    if declared != set(ENV_VARS):
+        raise SchemaRenderError(
+            f"settings.py declares {sorted(declared)} but ENV_VARS in {__file__} describes {sorted(ENV_VARS)}"
+        )
+    rows = [f"| `{name}` | {default} | {md_text(text)} |" for name, (default, text) in ENV_VARS.items()]
+    return "\n".join(["| Variable | Default | Meaning |", "|---|---|---|", *rows])
+
+
+def render_stack_settings(text: str) -> str:
+    """mlops.env as tables: one per `# --- title ---` section, one row per group of keys and its comment."""
+    out: list[str] = []
+    keys: list[tuple[str, str]] = []
+    comment: list[str] = []
+    started = False
+
+    def flush() -> None:
+        if keys:
+            names = "<br>".join(f"`{k}`" for k, _ in keys)
+            values = "<br>".join(f"`{v}`" if v else "(empty)" for _, v in keys)
+            out.append(f"| {names} | {values} | {md_text(' '.join(comment))} |")
+        keys.clear()
+        comment.clear()
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("# ---"):
+            flush()
+            started = True
+            title = line.strip("#- ")
+            out += ["", f"#### {title}", "", "| Setting | In mlops.env | Meaning |", "|---|---|---|"]
+        elif not started:
+            continue
+        elif not line:
+            flush()
+        elif line.startswith("#"):
+            if keys:
+                flush()
+            comment.append(line.lstrip("#").strip())
+        else:
+            keys.extend(parse_settings(line, STACK_SETTINGS.name).items())
+    flush()
+    return "\n".join(out).strip("\n")
+
+
+# The page ----------------------------------------------------------------------------------------
+
+HEADER = """\
+<!-- Generated by scripts/gen_config_docs.py: do not edit. Change the models or the generator, then run
+     %REGENERATE% (tests/scripts/test_gen_config_docs.py fails while this page is stale). -->
+
+# Configuration
+
+Two kinds of settings drive airflow-mlops:
+
+- **one YAML file per pipeline**, `include/pipelines/<name>.yaml`, written by whoever owns the model: its
+  sources, schedules, features and the rest of its lifecycle ([the pipeline file](#the-pipeline-file),
+  [reference](#reference), [annotated example](#annotated-example));
+- **the deployment's settings**, set once by whoever runs Airflow: environment variables, two Airflow
+  connections and, for the local stack, `mlops.env` ([deployment settings](#deployment-settings)).
+
+The reference and the example below are generated from the schema itself (the pydantic models under
+`plugins/airflow_mlops/`) and from `include/pipelines/flight_delays.yaml`, `mlops.env` and
+`plugins/airflow_mlops/settings.py`, so they cannot drift from the code: a test fails until this page is
+regenerated with `%REGENERATE%`. Which DAGs exist today is in [architecture.md](architecture.md).
+
+## The pipeline file
+
+- **One file, one pipeline.** `include/pipelines/<name>.yaml` (the folder is `MLOPS_PIPELINES_DIR`);
+  `name` inside must equal the file name. A `.yml` file is reported as an error, not loaded.
+- **Strict.** An unknown or misspelt key is an error, never ignored. A key repeated in one mapping is an
+  error (YAML would keep the last). YAML 1.1 reads unquoted `on`, `off`, `yes` and `no` as booleans: such
+  a key is refused with a hint to quote it.
+- **Errors name the file, the key path and the problem**, for every file at once. For example a sensor
+  poke interval of `0` and `catchup` misspelt `catch_up` give:
+
+  ```text
+%ERROR%
+  ```
+
+- **Read at parse time and at run time.** The dag-processor reads every pipeline file (and checks that
+  the suite files it names exist) each time it parses `dags/mlops_pipelines.py`, and builds the DAGs from
+  them; nothing else is read at parse time. Each task reads its pipeline's file again when it runs. So a
+  change to the DAGs' shape or schedule (sources, `ingest.schedule`, ...) shows after the next parse,
+  while what a task does with the config (columns, expressions, suites) follows the file as it is when
+  the task runs.
+- **One invalid file stops `dags/mlops_pipelines.py` from importing**: Airflow shows one import error
+  listing every problem of every file, and no pipeline's DAGs are updated until it is fixed.
+
+### Checks beyond the types
+
+The reference gives each key's type and bounds; these rules across keys are checked too, when the file is
+loaded:
+
+- `sources.<name>.suite` must be a file in the expectations folder (`include/expectations/`, or
+  `MLOPS_EXPECTATIONS_DIR`).
+- `sources.<name>.path` must be relative, without `..`, and may hold no placeholder but `{ds}`. With
+  `{ds}` (replaced by the logical date, `YYYY-MM-DD`) the source is *partitioned*: one file lands per
+  logical date. Without it the source is a reference table: the same landing file is waited for, copied
+  and validated on every logical date.
+- `features.base` must name a partitioned source; `features.key`, `features.timestamp` and
+  `features.keep` must be declared columns of it.
+- `features.joins[].source` must name a source; its `keys` and the source side of its `columns` must be
+  declared columns of that source, and the `keys` declared columns of the base source too.
+- `end_date`, when set, must not be before `start_date`.
+%TRAIN_RULES%
+Checked when the features are built (the `build_features` task fails naming the feature), not when
+the file is loaded: `features.derived`, `features.label.expr` and `features.label.known` are pandas
+expressions (`DataFrame.eval`, python engine) over the base rows with the joined columns; a join whose
+source has two rows for one key is refused (joins are many-to-one); a join column that already exists
+on the base rows must be renamed.
+
+## Reference
+
+Every key of the pipeline file. **required** keys must be present; any other key may be left out and
+takes its default, and so may a whole section whose keys all have defaults (`ingest`, for example).
+`<name>` in a path stands for a key you choose (a source name, for example).
+"""
+
+TRAIN_RULES = """\
+- `train.window_days` must be at least `train.validation_days + train.holdout_days + 1` (one training
+  day); `train.search` needs `train.validation_days` of at least 1; `train.gates.slice_columns` must be
+  feature or key columns; a `train.search.params` distribution needs `low` below `high` (`loguniform`:
+  `low` above 0; `randint`: whole bounds); `train.model.estimator` and `train.model.trusted_types` must be
+  import paths such as `package.module.Class`.
+"""
+
+EXAMPLE_INTRO = """\
+## Annotated example
+
+`include/pipelines/flight_delays.yaml`, the demo pipeline, with each key's description from the
+schema added as a comment line above it (the file's own comments are kept):
+"""
+
+DEPLOYMENT = """\
+## Deployment settings
+
+### Environment variables
+
+Read by the package in every Airflow component (`plugins/airflow_mlops/settings.py`); an empty value
+counts as unset. `<checkout>` is the folder holding `plugins/airflow_mlops/`: with the package installed
+from the checkout (editable) or imported from Airflow's plugins folder, the defaults point into it; with a
+copy installed elsewhere, set both folders.
+
+%ENV_VARS%
+
+### Airflow connections
+
+Define them like any Airflow connection: in the UI, with `airflow connections add`, from a secrets
+backend, or as `AIRFLOW_CONN_<ID>` environment variables holding JSON (what the local stack does).
+
+#### `%STORAGE_CONN%`: the lake
+
+Read by `LakeHook` (every operator and sensor, the triggerer's wait, the report route of the API
+server). Any connection type works (the local stack uses `mlops_lake`); host, schema and port are unused.
+
+| Field | Meaning |
+|---|---|
+| login | S3 access key id (or extra `aws_access_key_id`). Empty: boto3's default credential chain. |
+| password | S3 secret access key (or extra `aws_secret_access_key`). |
+| extra `lake_root` | The lake: a local folder or `s3://bucket/prefix`. Default: `MLOPS_LAKE_ROOT`. |
+| extra `endpoint_url` | S3-compatible endpoint (MinIO, moto, ...). Empty: AWS S3. |
+| extra `region_name` | S3 region. |
+| extra `aws_session_token` | Temporary credentials. |
+| extra `verify` | `false` to skip TLS verification, or the path of a CA bundle. |
+| extra `config_kwargs` | botocore `Config` options, e.g. `{"s3": {"addressing_style": "path"}}`. |
+
+The S3 fields are used only when the root starts with `s3://`. When the connection does not exist at
+all, the lake is `MLOPS_LAKE_ROOT` alone (a local folder, or S3 with boto3's default credentials); a
+connection id given explicitly (`lake_conn_id=`) must exist. An S3 lake on MinIO:
+
+```bash
+export AIRFLOW_CONN_MLOPS_STORAGE='{"conn_type": "mlops_lake", "login": "minio-access-key",
+  "password": "minio-secret-key", "extra": {"lake_root": "s3://lake/prod",
+  "endpoint_url": "http://minio:9000", "region_name": "us-east-1"}}'
+```
+
+`LakeHook(lake_conn_id=...).test_connection()` checks the lake without writing: a local folder is
+readable and writable; on S3 the bucket exists and the prefix can be listed.
+
+#### `%MLFLOW_CONN%`: the MLflow tracking server
+
+Read by `MlflowHook` (`plugins/airflow_mlops/hooks.py`), for the training side of the lifecycle.
+Connection type `http`.
+
+| Field | Meaning |
+|---|---|
+| host, port, schema | The tracking URI `schema://host:port` (`schema` is `http` or `https`). |
+| login, password | Basic auth: become `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`. |
+| extra `tracking_uri` | The full tracking URI; wins over host, port and schema. |
+| extra `registry_uri` | Model registry URI when it differs from the tracking URI. |
+| extra `ui_url` | Base URL of the MLflow UI for task links, when browsers reach it at another address. |
+| extra `token` | Bearer token (`MLFLOW_TRACKING_TOKEN`). |
+| extra `insecure_tls` | `true` to skip TLS verification. |
+
+```bash
+export AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "http", "host": "mlflow", "port": 5000, "schema": "http"}'
+```
+
+### The local stack: `mlops.env`
+
+Settings of `python -m airflow_mlops.localstack` and `scripts/demo`, from `mlops.env` at the repository
+root: `KEY=VALUE` lines, an environment variable of the same name wins over a line, and any
+`AIRFLOW__SECTION__KEY` line goes to every Airflow process of the stack. The stack turns them into the
+environment variables and connections above (`MLOPS_LAKE_ROOT`, `AIRFLOW_CONN_MLOPS_STORAGE`,
+`AIRFLOW_CONN_MLFLOW_DEFAULT`). Scaling out is in [scaling.md](scaling.md).
+"""
+
+
+def fill(template: str, **values: str) -> str:
+    """The template with each `%NAME%` replaced; every placeholder must be given."""
+    for name, value in values.items():
+        template = template.replace(f"%{name}%", value)
+    left = re.findall(r"%[A-Z_]+%", template)
+    if left:
+        raise SchemaRenderError(f"placeholders without a value: {left}")
+    return template
+
+
+def render() -> str:
+    """The whole page."""
+    example = EXAMPLE.read_text(encoding="utf-8")
+    error = "\n".join(f"  {line}" for line in example_error(example).splitlines())
+    parts = [
+        fill(
+            HEADER,
+            REGENERATE=REGENERATE,
+            ERROR=error,
+            TRAIN_RULES=TRAIN_RULES if "train" in PipelineConfig.model_fields else "",
+        ),
+        render_reference(),
+        EXAMPLE_INTRO,
+        f"```yaml\n{annotate_example(example)}```",
+        fill(
+            DEPLOYMENT,
+            ENV_VARS=render_env_vars(),
+            STORAGE_CONN=settings.DEFAULT_STORAGE_CONN_ID,
+            MLFLOW_CONN=settings.DEFAULT_MLFLOW_CONN_ID,
+        ),
+        render_stack_settings(STACK_SETTINGS.read_text(encoding="utf-8")),
+    ]
+    return "\n\n".join(p.strip("\n") for p in parts) + "\n"
+
+
+def stale_message(current: str | None, wanted: str) -> str | None:
+    """None when the page is up to date, else what to do and the start of the difference."""
+    if current == wanted:
+        return None
+    diff = difflib.unified_diff(
+        (current or "").splitlines(), wanted.splitlines(), "docs/configuration.md", "generated", lineterm="", n=1
+    )
+    shown = "\n".join(list(diff)[:60])
+    return (
+        f"docs/configuration.md is out of date with the pipeline config schema: run {REGENERATE} "
+        f"(with the project's .venv, e.g. .venv/bin/python scripts/gen_config_docs.py) and commit the result.\n"
+        f"{shown}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the page is stale")
+    args = parser.parse_args(argv)
+    wanted = render()
+    if args.check:
+        current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.is_file() else None
+        problem = stale_message(current, wanted)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+        print(f"{OUTPUT.relative_to(ROOT)} is up to date")
+        return 0
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(wanted, encoding="utf-8")
+    print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    missing = undocumented_keys()
+    if missing:
+        print(f"keys without a description in the schema: {', '.join(missing)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
