@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops import settings
 from airflow_mlops.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
@@ -48,8 +50,8 @@ class PipelineOperator(BaseOperator):
         return {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id, "try": str(ti.try_number)}
 
 
-class IngestSourceOperator(PipelineOperator):
-    """Copies the landing file of one source to raw/ as typed Parquet; an unreadable file is quarantined.
+class SourceOperator(PipelineOperator):
+    """Base of the operators working on one source; a rejected batch fails the task without retries.
 
     :param source: source name in the pipeline config.
     """
@@ -60,43 +62,42 @@ class IngestSourceOperator(PipelineOperator):
         super().__init__(**kwargs)
         self.source = source
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.ingest_steps import BatchRejected, ingest_source
+    def run_step(self, step: Callable[..., T], context: Context) -> T:
+        """Run `step(lake, cfg, source, ds, run_context)`; a quarantined batch fails the task at once."""
+        from airflow_mlops.core.ingest_steps import BatchRejected
 
         cfg, lake = self.config_and_lake()
         try:
-            result = ingest_source(lake, cfg, self.source, self.ds, self.run_context(context))
+            return step(lake, cfg, self.source, self.ds, self.run_context(context))
         except BatchRejected as exc:
-            # Retrying cannot fix a bad file: fail now, loudly.
+            # Retrying cannot fix a bad batch: fail now, loudly.
             raise AirflowFailException(str(exc)) from exc
+
+
+class IngestSourceOperator(SourceOperator):
+    """Copies the landing file of one source to raw/ as typed Parquet; an unreadable file is quarantined."""
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.ingest_steps import ingest_source
+
+        result = self.run_step(ingest_source, context)
         self.log.info("Wrote %s rows to %s (content hash %s)", result.rows, result.uri, result.content_hash)
         return result.to_dict()
 
 
-class ValidateSourceOperator(PipelineOperator):
+class ValidateSourceOperator(SourceOperator):
     """Validates the raw partition of one source with its Great Expectations suite.
 
     A failing batch is moved to quarantine/ with the result JSON and an HTML report, and the task
     fails naming every failed expectation. The task links to its report.
-
-    :param source: source name in the pipeline config.
     """
 
-    template_fields: Sequence[str] = ("pipeline", "source", "ds")
     operator_extra_links = (ValidationReportLink(),)
 
-    def __init__(self, *, source: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.source = source
-
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.ingest_steps import BatchRejected, validate_source
+        from airflow_mlops.core.ingest_steps import validate_source
 
-        cfg, lake = self.config_and_lake()
-        try:
-            result = validate_source(lake, cfg, self.source, self.ds, self.run_context(context))
-        except BatchRejected as exc:
-            raise AirflowFailException(str(exc)) from exc
+        result = self.run_step(validate_source, context)
         self.log.info("%s rows of %s passed validation; report: %s", result["rows"], self.source, result["report_uri"])
         return result
 
