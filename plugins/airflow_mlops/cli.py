@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from airflow_mlops import settings
+from airflow_mlops import paths, settings
 
 
 class CliError(Exception):
@@ -39,7 +39,7 @@ def _feed(args: argparse.Namespace) -> None:
         print(f"  {name}: {len(days)} files, {count} rows")
     for name, src in cfg.sources.items():
         if not src.partitioned:
-            state = "written" if lake.zone_uri("landing", cfg.name, src.path) in written_set else "unchanged"
+            state = "written" if lake.uri(paths.landing(cfg.name, src.path)) in written_set else "unchanged"
             print(f"  {name}: reference table {state}")
     print(f"{len(written)} files written, {sum(rows.values())} rows")
 

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from airflow_mlops import paths
 from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.storage import Lake
 
@@ -159,7 +160,7 @@ def feed_references(lake: Lake, cfg: PipelineConfig) -> list[str]:
     """Land the reference sources if absent or different; the URIs written."""
     written = []
     for path, data in reference_files(cfg).items():
-        uri = lake.zone_uri("landing", cfg.name, path)
+        uri = lake.uri(paths.landing(cfg.name, path))
         if lake.exists(uri) and lake.read_bytes(uri) == data:
             continue
         lake.write_bytes(uri, data)
@@ -175,7 +176,7 @@ def feed_day(lake: Lake, cfg: PipelineConfig, ds: str) -> list[str]:
     files = landing_files(cfg, ds)
     written = feed_references(lake, cfg)
     for path, data in files.items():
-        uri = lake.zone_uri("landing", cfg.name, path)
+        uri = lake.uri(paths.landing(cfg.name, path))
         lake.write_bytes(uri, data)
         written.append(uri)
     return written
@@ -198,7 +199,7 @@ def feed_range(lake: Lake, cfg: PipelineConfig, start: str | date, end: str | da
     written = feed_references(lake, cfg)
     for ds in days:
         for path, data in landing_files(cfg, ds).items():
-            uri = lake.zone_uri("landing", cfg.name, path)
+            uri = lake.uri(paths.landing(cfg.name, path))
             lake.write_bytes(uri, data)
             written.append(uri)
     return written
