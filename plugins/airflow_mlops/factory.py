@@ -81,6 +81,10 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
     return dag
 
 
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+"""The run's date: manual and monitor-triggered runs in Airflow 3 may have no logical date (no `ds`)."""
+
+
 def train_params(cfg: PipelineConfig) -> dict[str, Param]:
     """The typed trigger form of `<p>__train` (also what the monitor sets when it asks for a retrain)."""
     return {
@@ -140,14 +144,19 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         train = TrainModelOperator(
             task_id="train",
             pipeline=cfg.name,
+            ds=RUN_DATE,
             end_ds="{{ params.end_date }}",
             window_days="{{ params.window_days }}",
             reason="{{ params.reason }}",
         )
         evaluate = EvaluateModelOperator(
-            task_id="evaluate", pipeline=cfg.name, force="{{ params.force }}", force_reason="{{ params.force_reason }}"
+            task_id="evaluate",
+            pipeline=cfg.name,
+            ds=RUN_DATE,
+            force="{{ params.force }}",
+            force_reason="{{ params.force_reason }}",
         )
-        register = RegisterModelOperator(task_id="register", pipeline=cfg.name)
+        register = RegisterModelOperator(task_id="register", pipeline=cfg.name, ds=RUN_DATE)
         train >> evaluate >> register
         if cfg.train.trigger_deploy:
             from airflow.providers.standard.operators.python import ShortCircuitOperator
