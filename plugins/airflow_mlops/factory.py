@@ -14,6 +14,7 @@ from airflow_mlops.operators import (
     EvaluateModelOperator,
     IngestSourceOperator,
     RegisterModelOperator,
+    ScorePartitionsOperator,
     TrainModelOperator,
     ValidateSourceOperator,
 )
@@ -175,7 +176,36 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
     return dag
 
 
-BUILDERS = (build_ingest_dag, build_train_dag)
+def build_score_dag(cfg: PipelineConfig) -> DAG:
+    """`<p>__score`: after each ingest (Asset `<p>.features`), the champion's predictions of the new partition."""
+    doc = (
+        f"### {cfg.name}: score\n{cfg.description}\n\n"
+        f"Runs when `{cfg.features_asset_name}` is updated: the `champion` scores the new feature partition(s) "
+        "into `predictions/` with the model version; a rerun replaces the partition. Skips while there is no "
+        "champion. Trigger it by hand with a partition date to (re)score one day."
+    )
+    params = {
+        "partition": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Partition",
+            description="Feature partition (YYYY-MM-DD) to score. Empty: the partitions of the triggering ingest.",
+        )
+    }
+    with DAG(
+        schedule=[features_asset(cfg)],
+        catchup=False,
+        max_active_runs=1,
+        params=params,
+        render_template_as_native_obj=True,
+        **_dag_kwargs(cfg, "score", doc),
+    ) as dag:
+        ScorePartitionsOperator(task_id="score", pipeline=cfg.name, ds="{{ params.partition }}")
+    return dag
+
+
+BUILDERS = (build_ingest_dag, build_train_dag, build_score_dag)
 
 
 def build_all(folder: Path | None = None) -> dict[str, DAG]:

@@ -256,3 +256,40 @@ class RegisterModelOperator(MlflowPipelineOperator):
             "Model %s version %s (%s): %s", result["model_name"], result["version"], result["outcome"], result["reason"]
         )
         return result
+
+
+class ScorePartitionsOperator(MlflowPipelineOperator):
+    """Writes the champion's batch predictions for feature partitions to predictions/, with the version.
+
+    Scores `ds` when it is set; otherwise every partition named by the asset events that triggered
+    the run (several ingests may land in one asset-triggered run). No champion yet: the task skips.
+    """
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from airflow_mlops.core.score_steps import NoChampion, score_partition
+
+        dates = [str(self.ds)] if self.ds not in (None, "", "None") else self.triggered_partitions(context)
+        if not dates:
+            raise AirflowFailException("nothing to score: no `partition` given and no features asset event")
+        cfg, lake = self.config_and_lake()
+        tracking = self.tracking()
+        results = []
+        for ds in dates:
+            try:
+                result = score_partition(lake, cfg, tracking, ds)
+            except NoChampion as exc:
+                raise AirflowSkipException(str(exc)) from exc
+            self.log.info(
+                "Scored %s rows of %s with version %s: %s", result["rows"], ds, result["model_version"], result["uri"]
+            )
+            results.append(result)
+        return results
+
+    @staticmethod
+    def triggered_partitions(context: Context) -> list[str]:
+        events = context.get("triggering_asset_events") or {}
+        return sorted(
+            {str(e.extra["partition"]) for evs in events.values() for e in evs if "partition" in (e.extra or {})}
+        )

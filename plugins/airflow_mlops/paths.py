@@ -43,3 +43,7 @@ def validation_report(pipeline: str, source: str, ds: str) -> str:
 
 BROWSABLE_ZONES = ("reports", "quarantine")
 """Zones whose files the API server plugin serves to signed-in users (never data zones)."""
+
+
+def predictions(pipeline: str, ds: str) -> str:
+    return f"predictions/{pipeline}/{partition(ds)}/predictions.parquet"
