@@ -336,6 +336,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         f"`{settings.DEFAULT_MLFLOW_CONN_ID}`",
         "Airflow connection of the MLflow tracking server (below).",
     ),
+    settings.ENV_MODEL_SERVER_CONN_ID: (
+        f"`{settings.DEFAULT_MODEL_SERVER_CONN_ID}`",
+        "Airflow connection of the model server (http: host and port; the password is the API token).",
+    ),
     settings.ENV_REPORTS_BASE_URL: (
         "`/mlops`",
         "Base of the report links on tasks (`<base>/lake/<path>`). The plugin always mounts its routes at "

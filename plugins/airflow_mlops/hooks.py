@@ -282,3 +282,56 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
         if api.status_code != 200:
             return False, f"MLflow API at {uri} answered HTTP {api.status_code}: {api.text[:200]}"
         return True, f"MLflow at {uri} is up and the API answers"
+
+
+class ModelServerHook(BaseHook):  # type: ignore[misc]
+    """The model server of an Airflow connection: base URL from host/port/schema, API token in the password.
+
+    :param model_server_conn_id: Airflow connection id (default: the deployment's model server connection).
+    """
+
+    conn_name_attr = "model_server_conn_id"
+    default_conn_name = settings.DEFAULT_MODEL_SERVER_CONN_ID
+    conn_type = "http"
+    hook_name = "airflow-mlops model server"
+
+    def __init__(self, model_server_conn_id: str | None = None) -> None:
+        super().__init__()
+        self.model_server_conn_id = model_server_conn_id or settings.model_server_conn_id()
+
+    @staticmethod
+    def endpoint(conn: Connection) -> tuple[str, dict[str, str]]:
+        """Base URL and request headers of a connection."""
+        host = str(conn.host or "127.0.0.1").rstrip("/")
+        base = host if "://" in host else f"{conn.schema or 'http'}://{host}"
+        if conn.port:
+            base = f"{base}:{conn.port}"
+        headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}
+        return base, headers
+
+    def get_endpoint(self) -> tuple[str, dict[str, str]]:
+        return self.endpoint(self.get_connection(self.model_server_conn_id))
+
+    async def aget_endpoint(self) -> tuple[str, dict[str, str]]:
+        return self.endpoint(await self.aget_connection(self.model_server_conn_id))
+
+    @staticmethod
+    def served_version(payload: dict[str, Any], pipeline: str) -> str | None:
+        """The version a /version answer says the server serves for a pipeline."""
+        entry = payload.get("pipelines", {}).get(pipeline) or {}
+        version = entry.get("version")
+        return None if version is None else str(version)
+
+    def request(self, method: str, path: str, json: Any = None, timeout: float = 30.0) -> Any:
+        import httpx
+
+        base, headers = self.get_endpoint()
+        resp = httpx.request(method, f"{base}{path}", headers=headers, json=json, timeout=timeout)
+        resp.raise_for_status()
+        return resp.json()
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            return True, f"model server is {self.request('GET', '/health').get('status', 'up')}"
+        except Exception as exc:
+            return False, str(exc)

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_mlops.triggers import LandingFileTrigger
+from airflow_mlops.triggers import LandingFileTrigger, ServedVersionTrigger
 
 
 class LandingFileSensor(BaseSensorOperator):
@@ -77,3 +77,63 @@ class LandingFileSensor(BaseSensorOperator):
             )
         self.log.info("Found %s", event["uri"])
         return str(event["uri"])
+
+
+class ServedVersionSensor(BaseSensorOperator):
+    """Waits until the model server serves a model version for a pipeline; fails at once if it refused it.
+
+    :param pipeline: pipeline name.
+    :param version: the model version expected (templated).
+    :param model_server_conn_id: Airflow connection of the model server; the deployment default if unset.
+    :param deferrable: wait in the triggerer instead of occupying a worker slot.
+    """
+
+    template_fields: Sequence[str] = ("pipeline", "version")
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        version: str,
+        model_server_conn_id: str | None = None,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.version = version
+        self.model_server_conn_id = model_server_conn_id
+        self.deferrable = deferrable
+
+    def _entry(self) -> dict[str, Any]:
+        from airflow_mlops.hooks import ModelServerHook
+
+        payload = ModelServerHook(self.model_server_conn_id).request("GET", "/version")
+        return dict(payload.get("pipelines", {}).get(self.pipeline) or {})
+
+    def poke(self, context: Context) -> bool:
+        entry = self._entry()
+        if str(entry.get("failed_version")) == str(self.version):
+            raise AirflowException(f"the model server refused version {self.version}: {entry.get('error')}")
+        return str(entry.get("version")) == str(self.version)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable or self.poke(context):
+            return super().execute(context) if not self.deferrable else str(self.version)
+        from airflow_mlops import settings
+
+        self.defer(
+            trigger=ServedVersionTrigger(
+                pipeline=self.pipeline,
+                version=str(self.version),
+                model_server_conn_id=self.model_server_conn_id or settings.model_server_conn_id(),
+                poke_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        if not event or event.get("status") != "serving":
+            raise AirflowException(f"the model server did not serve {self.pipeline} version {self.version}: {event}")
+        return str(self.version)

@@ -14,9 +14,11 @@ ENV_EXPECTATIONS_DIR = "MLOPS_EXPECTATIONS_DIR"
 ENV_STORAGE_CONN_ID = "MLOPS_STORAGE_CONN_ID"
 ENV_MLFLOW_CONN_ID = "MLOPS_MLFLOW_CONN_ID"
 ENV_REPORTS_BASE_URL = "MLOPS_REPORTS_BASE_URL"
+ENV_MODEL_SERVER_CONN_ID = "MLOPS_MODEL_SERVER_CONN_ID"
 
 DEFAULT_STORAGE_CONN_ID = "mlops_storage"
 DEFAULT_MLFLOW_CONN_ID = "mlflow_default"
+DEFAULT_MODEL_SERVER_CONN_ID = "mlops_model_server"
 
 
 def include_dir() -> Path:
@@ -52,3 +54,8 @@ def lake_root_from_env() -> str | None:
 def reports_base_url() -> str:
     """Base URL under which the API server plugin serves lake reports (see plugin.py)."""
     return (os.environ.get(ENV_REPORTS_BASE_URL) or "/mlops").rstrip("/")
+
+
+def model_server_conn_id() -> str:
+    """Airflow connection of the model server (host, port; password = API token)."""
+    return os.environ.get(ENV_MODEL_SERVER_CONN_ID) or DEFAULT_MODEL_SERVER_CONN_ID

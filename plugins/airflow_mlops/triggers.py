@@ -41,3 +41,55 @@ class LandingFileTrigger(BaseTrigger):
                 return
             self.log.info("Waiting for %s; next check in %ss", self.uri, self.poke_interval)
             await asyncio.sleep(self.poke_interval)
+
+
+class ServedVersionTrigger(BaseTrigger):
+    """Fires when the model server reports serving `version` for `pipeline`, or when it reports a failure.
+
+    :param pipeline: pipeline name as the server knows it.
+    :param version: model version expected.
+    :param model_server_conn_id: Airflow connection of the model server (token looked up in the triggerer).
+    :param poke_interval: seconds between two checks.
+    """
+
+    def __init__(self, pipeline: str, version: str, model_server_conn_id: str, poke_interval: float = 2.0) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.pipeline = pipeline
+        self.version = version
+        self.model_server_conn_id = model_server_conn_id
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_mlops.triggers.ServedVersionTrigger",
+            {
+                "pipeline": self.pipeline,
+                "version": self.version,
+                "model_server_conn_id": self.model_server_conn_id,
+                "poke_interval": self.poke_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import httpx
+
+        from airflow_mlops.hooks import ModelServerHook
+
+        base, headers = await ModelServerHook(self.model_server_conn_id).aget_endpoint()
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            while True:
+                try:
+                    resp = await client.get(f"{base}/version", headers=headers)
+                    resp.raise_for_status()
+                    entry = resp.json().get("pipelines", {}).get(self.pipeline) or {}
+                except (httpx.HTTPError, ValueError) as exc:
+                    # The server may be restarting: keep waiting until the sensor's timeout.
+                    self.log.info("Model server not answering (%s); retrying", exc)
+                    entry = {}
+                if str(entry.get("version")) == self.version:
+                    yield TriggerEvent({"status": "serving", "version": self.version})  # type: ignore[no-untyped-call]
+                    return
+                if str(entry.get("failed_version")) == self.version:
+                    yield TriggerEvent({"status": "failed", "version": self.version, "error": entry.get("error")})  # type: ignore[no-untyped-call]
+                    return
+                await asyncio.sleep(self.poke_interval)
