@@ -1,0 +1,376 @@
+"""The model server as a real process against a real MLflow server: predictions, bad input, hot swap, inference log."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import yaml
+
+from airflow_mlops.config_training import TrainConfig
+from airflow_mlops.core import training as tr
+from airflow_mlops.core.storage import open_lake
+from airflow_mlops.core.tracking import CHAMPION, Tracking, raw_rows
+from tests.fixtures.mlflow_server import free_port
+from tests.fixtures.training_data import FLIGHTS_YAML, day_range, flight_config, synthetic_features, write_partitions
+
+PIPELINE = "flight_delays"
+TOKEN = "test-token-0123456789"
+MAX_ROWS = 50
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Setup:
+    name: str
+    tracking: Tracking
+    spec: tr.FeatureSpec
+    models: dict[str, Any]  # registry version -> the fitted model it holds
+    holdout: pd.DataFrame
+    lake_root: Path
+    pipelines_dir: Path
+
+
+def json_rows(frame: pd.DataFrame, spec: tr.FeatureSpec) -> list[dict[str, Any]]:
+    """Rows as a client sends them: strings or null, numbers or null."""
+    out = []
+    for record in raw_rows(frame, spec).to_dict("records"):
+        out.append({str(k): None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()})
+    return out
+
+
+def offline(model: Any, frame: pd.DataFrame, spec: tr.FeatureSpec) -> np.ndarray:
+    return tr.positive_scores(model, frame[spec.columns])
+
+
+@pytest.fixture(scope="module")
+def setup(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """Two skops versions of different models and a pickle-format third, registered; champion = v1."""
+    cfg = flight_config()
+    root = tmp_path_factory.mktemp("serving")
+    lake = open_lake(str(root / "features-lake"))
+    write_partitions(lake, cfg, synthetic_features(cfg, day_range("2013-03-01", 12), rows_per_day=150, seed=3))
+    train = TrainConfig.model_validate(
+        {"window_days": 12, "validation_days": 2, "holdout_days": 2, "min_rows": 100, "model": {"params": {}}}
+    )
+    data = tr.load_window(lake, cfg, "2013-03-12", train.window_days, min_rows=train.min_rows)
+    split = tr.split_by_time(data.frame, train.validation_days, train.holdout_days)
+    spec = tr.feature_spec(cfg, data.frame)
+
+    def fit(params: dict[str, Any]) -> Any:
+        model_cfg = train.model.model_copy(update={"params": params})
+        return tr.fit(split, train.model_copy(update={"model": model_cfg}), spec).model
+
+    first, second = fit({"max_iter": 10}), fit({"max_iter": 3, "max_depth": 2})
+    name = f"serving_{uuid.uuid4().hex[:8]}"
+    tracking = Tracking(mlflow_server)
+    client = tracking.client
+    client.create_registered_model(name)
+    experiment_id = tracking.get_or_create_experiment(name)
+    for model in (first, second):
+        run_id = client.create_run(experiment_id).info.run_id
+        info = tracking.log_model(run_id, model, spec, split.holdout)
+        client.create_model_version(name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+    # Version 3 is a pickle-format model: the project's loader refuses it, so it must never be served.
+    old = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_registry_uri(mlflow_server)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            pickled = mlflow.sklearn.log_model(
+                first, name="model", serialization_format="pickle", pip_requirements=["scikit-learn"]
+            )
+        client.create_model_version(name, source=pickled.model_uri, run_id=run.info.run_id, model_id=pickled.model_id)
+    finally:
+        mlflow.set_tracking_uri(old[0])
+        mlflow.set_registry_uri(old[1])
+    client.set_registered_model_alias(name, CHAMPION, "1")
+
+    pipelines_dir = root / "pipelines"
+    pipelines_dir.mkdir()
+    raw = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
+    raw["train"]["registered_model_name"] = name
+    (pipelines_dir / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    yield Setup(name, tracking, spec, {"1": first, "2": second}, split.holdout, root / "lake", pipelines_dir)
+
+
+class ServerProcess:
+    """`python -m airflow_mlops.serving` on a free port."""
+
+    def __init__(self, setup: Setup, tracking_uri: str, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = setup.lake_root.parent / f"server-{self.port}.log"
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLOPS_MODEL_SERVER_TOKEN": TOKEN,
+            "MLOPS_LAKE_ROOT": str(setup.lake_root),
+            "MLOPS_PIPELINES_DIR": str(setup.pipelines_dir),
+        }
+        cmd = [sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(self.port),
+               "--poll-seconds", "0.5", "--max-rows", str(MAX_ROWS), *extra]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"model server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"model server not healthy after 120s:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def predict(self, rows: Any, headers: dict[str, str] | None = None, pipeline: str = PIPELINE) -> requests.Response:
+        # json.dumps, not requests' json=: it refuses Infinity, which a client may still send.
+        return requests.post(
+            f"{self.url}/predict/{pipeline}",
+            data=json.dumps({"rows": rows}).encode(),
+            headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)},
+            timeout=30,
+        )
+
+    def versions(self) -> dict[str, Any]:
+        resp = requests.get(f"{self.url}/version", headers=AUTH, timeout=10)
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json()["pipelines"][PIPELINE])
+
+    def reload(self) -> dict[str, Any]:
+        resp = requests.post(f"{self.url}/admin/reload", headers=AUTH, timeout=120)
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json()["pipelines"][PIPELINE])
+
+
+@pytest.fixture(scope="module")
+def server(setup: Setup, mlflow_server: str) -> Iterator[ServerProcess]:
+    proc = ServerProcess(setup, mlflow_server, "--flush-seconds", "1")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def set_champion(setup: Setup, server: ServerProcess, version: str, served: str | None = None) -> dict[str, Any]:
+    """Move the alias, force a check, and check the version then served (`served`, default: `version`)."""
+    setup.tracking.client.set_registered_model_alias(setup.name, CHAMPION, version)
+    state = server.reload()
+    assert state["version"] == (served or version), f"{state}\n{server.log_tail()}"
+    return state
+
+
+def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Setup, server: ServerProcess) -> None:
+    set_champion(setup, server, "1")
+    rows = setup.holdout.head(40)
+    resp = server.predict(json_rows(rows, setup.spec), headers={**AUTH, "X-Request-ID": "req-offline-1"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["pipeline"] == PIPELINE and body["model_version"] == "1" and body["request_id"] == "req-offline-1"
+    assert np.allclose(body["predictions"], offline(setup.models["1"], rows, setup.spec), rtol=0, atol=1e-12)
+    version = server.versions()
+    assert version["model_name"] == setup.name and version["version"] == "1" and version["loaded_at"]
+    assert version["champion_version"] == "1" and version["error"] is None
+
+
+def _row(setup: Setup, **changes: Any) -> dict[str, Any]:
+    row = json_rows(setup.holdout.head(1), setup.spec)[0]
+    for key, value in changes.items():
+        if value is KeyError:
+            row.pop(key)
+        else:
+            row[key] = value
+    return row
+
+
+BAD_REQUESTS: dict[str, tuple[Callable[[Setup], Any], int, str]] = {
+    "missing field": (lambda s: [_row(s), _row(s, temp=KeyError)], 422, "rows[1]: missing field(s) temp"),
+    "wrong numeric type": (lambda s: [_row(s, temp="hot")], 422, "rows[0].temp: expected a number or null, got str"),
+    "infinite number": (lambda s: [_row(s, temp=float("inf"))], 422, "rows[0].temp: expected a finite number"),
+    "bool as number": (lambda s: [_row(s, distance=True)], 422, "rows[0].distance: expected a number"),
+    "wrong categorical type": (lambda s: [_row(s, carrier=5)], 422, "rows[0].carrier: expected a string or null"),
+    "extra field": (lambda s: [_row(s, colour="red")], 422, "rows[0]: unknown field(s) colour"),
+    "empty batch": (lambda s: [], 422, "'rows' is empty"),
+    "oversized batch": (lambda s: [_row(s)] * (MAX_ROWS + 1), 413, f"at most {MAX_ROWS} per request"),
+    "rows not a list": (lambda s: {"a": 1}, 422, "'rows' must be a list"),
+    "row not an object": (lambda s: [1], 422, "rows[0] must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
+    setup: Setup, server: ServerProcess, case: str
+) -> None:
+    make, status, message = BAD_REQUESTS[case]
+    resp = server.predict(make(setup))
+    assert resp.status_code == status, resp.text
+    assert message in resp.json()["error"]
+    assert server.predict([_row(setup)]).status_code == 200
+
+
+def test_bad_token_body_and_route_are_refused(setup: Setup, server: ServerProcess) -> None:
+    rows = [_row(setup)]
+    missing = server.predict(rows, headers={})
+    assert missing.status_code == 401 and "missing API token" in missing.json()["error"]
+    wrong = server.predict(rows, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and "invalid API token" in wrong.json()["error"]
+    assert requests.get(f"{server.url}/version", timeout=10).status_code == 401
+    assert requests.post(f"{server.url}/admin/reload", timeout=10).status_code == 401
+    not_json = requests.post(f"{server.url}/predict/{PIPELINE}", data=b"{rows:", headers=AUTH, timeout=10)
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    unknown = server.predict(rows, pipeline="nope")
+    assert unknown.status_code == 404 and "unknown pipeline 'nope'" in unknown.json()["error"]
+    assert requests.get(f"{server.url}/predict/{PIPELINE}", headers=AUTH, timeout=10).status_code == 405
+    assert requests.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+    assert server.predict(rows).status_code == 200
+
+
+def test_version_that_fails_to_load_is_not_swapped_in(setup: Setup, server: ServerProcess) -> None:
+    set_champion(setup, server, "1")
+    after = set_champion(setup, server, "3", served="1")  # pickle format: the safe loader refuses it
+    try:
+        assert after["version"] == "1" and after["champion_version"] == "3" and after["failed_version"] == "3"
+        assert "saved in 'pickle' format" in after["error"]
+        rows = setup.holdout.head(5)
+        resp = server.predict(json_rows(rows, setup.spec))
+        assert resp.status_code == 200 and resp.json()["model_version"] == "1"
+        assert np.allclose(resp.json()["predictions"], offline(setup.models["1"], rows, setup.spec), atol=1e-12)
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        assert "mlops_model_load_failures_total 1" in metrics
+        assert f'mlops_model_version{{pipeline="{PIPELINE}",model_name="{setup.name}"}} 1' in metrics
+    finally:
+        set_champion(setup, server, "1")
+
+
+def test_hot_swap_under_concurrent_requests_drops_none(setup: Setup, server: ServerProcess) -> None:
+    set_champion(setup, server, "1")
+    rows = setup.holdout.head(10)
+    payload = json_rows(rows, setup.spec)
+    expected = {v: offline(m, rows, setup.spec) for v, m in setup.models.items()}
+    seen: list[tuple[int, str | None, list[float] | str]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    resp = session.post(f"{server.url}/predict/{PIPELINE}", json={"rows": payload}, headers=AUTH)
+                except requests.RequestException as exc:
+                    seen.append((0, None, str(exc)))
+                    continue
+                body = resp.json()
+                seen.append((resp.status_code, body.get("model_version"), body.get("predictions") or resp.text))
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        setup.tracking.client.set_registered_model_alias(setup.name, CHAMPION, "2")  # the poller picks it up
+        deadline = time.monotonic() + 60
+        while server.versions()["version"] != "2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert server.versions()["version"] == "2"
+    failed = [s for s in seen if s[0] != 200]
+    assert not failed, failed[:3]
+    versions = [s[1] for s in seen]
+    assert "1" in versions and "2" in versions, versions
+    for _, version, predictions in seen:  # each answer is wholly the model it names
+        assert np.allclose(predictions, expected[str(version)], atol=1e-12)
+    set_champion(setup, server, "1")
+
+
+def test_inference_log_holds_the_rows_in_parquet_after_a_flush(setup: Setup, server: ServerProcess) -> None:
+    rows = setup.holdout.head(7)
+    request_id = f"log-{uuid.uuid4().hex[:8]}"
+    resp = server.predict(json_rows(rows, setup.spec), headers={**AUTH, "X-Request-ID": request_id})
+    assert resp.status_code == 200
+    lake = open_lake(str(setup.lake_root))
+    logged = pd.DataFrame()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        files = lake.list(lake.zone_uri("inference_log", PIPELINE))
+        frames = [lake.read_parquet(f) for f in files if f.endswith(".parquet")]
+        both = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["request_id"])
+        logged = both[both["request_id"] == request_id]
+        if len(logged):
+            break
+        time.sleep(0.3)
+    assert len(logged) == 7, "the request's rows never reached the inference log"
+    assert all("/date=" in f for f in files)
+    logged = logged.sort_values("row")
+    assert logged["prediction"].tolist() == pytest.approx(resp.json()["predictions"])
+    assert set(logged["model_version"]) == {resp.json()["model_version"]}
+    assert logged["carrier"].tolist() == rows["carrier"].astype(str).tolist()
+    assert logged["temp"].isna().tolist() == rows["temp"].isna().tolist()
+    # Batched: fewer files than requests this module has sent.
+    total_requests = sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines()
+        if line.startswith('mlops_requests_total{route="/predict"') and 'status="200"' in line
+    )
+    assert len(files) < total_requests
+
+
+def test_shutdown_flushes_the_inference_log(setup: Setup, mlflow_server: str) -> None:
+    proc = ServerProcess(setup, mlflow_server, "--flush-seconds", "3600", "--flush-rows", "100000")
+    try:
+        request_id = f"shutdown-{uuid.uuid4().hex[:8]}"
+        resp = proc.predict(json_rows(setup.holdout.head(3), setup.spec), headers={**AUTH, "X-Request-ID": request_id})
+        assert resp.status_code == 200, resp.text
+        lake = open_lake(str(setup.lake_root))
+
+        def logged() -> int:
+            files = lake.list(lake.zone_uri("inference_log", PIPELINE))
+            return sum(int((lake.read_parquet(f)["request_id"] == request_id).sum()) for f in files)
+
+        assert logged() == 0  # still buffered
+    finally:
+        # uvicorn shuts down gracefully, then re-raises SIGTERM: the status says the signal, the log the shutdown.
+        assert proc.stop() in (0, -signal.SIGTERM), proc.log_tail()
+    assert "Application shutdown complete" in proc.log_tail()
+    assert logged() == 3
+
+
+def test_metrics_are_prometheus_text(server: ServerProcess) -> None:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert "# TYPE mlops_request_seconds histogram" in text
+    assert 'mlops_request_seconds_bucket{route="/predict",pipeline="flight_delays",le="+Inf"}' in text
+    assert 'status="422"' in text and 'status="200"' in text
+    json.dumps(text)  # plain text, no binary
