@@ -374,3 +374,34 @@ def test_metrics_are_prometheus_text(server: ServerProcess) -> None:
     assert 'mlops_request_seconds_bucket{route="/predict",pipeline="flight_delays",le="+Inf"}' in text
     assert 'status="422"' in text and 'status="200"' in text
     json.dumps(text)  # plain text, no binary
+
+
+@pytest.fixture()
+def server_connection(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Airflow connection of this server, as a deployment would configure it."""
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": server.port, "password": TOKEN}
+    monkeypatch.setenv("AIRFLOW_CONN_MLOPS_MODEL_SERVER", json.dumps(conn))
+
+
+def test_hook_sensor_and_trigger_see_the_served_version(setup: Setup, server: ServerProcess, server_connection) -> None:
+    import asyncio
+
+    from airflow_mlops.hooks import ModelServerHook
+    from airflow_mlops.sensors import ServedVersionSensor
+    from airflow_mlops.triggers import ServedVersionTrigger
+
+    set_champion(setup, server, "1")
+    hook = ModelServerHook()
+    assert hook.test_connection()[0]
+    assert ModelServerHook.served_version(hook.request("GET", "/version"), PIPELINE) == "1"
+
+    assert ServedVersionSensor(task_id="s1", pipeline=PIPELINE, version="1").poke({}) is True
+    assert ServedVersionSensor(task_id="s2", pipeline=PIPELINE, version="2").poke({}) is False
+
+    async def first_event(version: str, wait: float):
+        gen = ServedVersionTrigger(PIPELINE, version, "mlops_model_server", poke_interval=0.2).run()
+        return await asyncio.wait_for(gen.__anext__(), wait)
+
+    assert asyncio.run(first_event("1", 10)).payload == {"status": "serving", "version": "1"}
+    with pytest.raises(TimeoutError):  # version 2 is not served: the trigger keeps waiting
+        asyncio.run(first_event("2", 1.5))
