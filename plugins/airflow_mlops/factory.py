@@ -86,15 +86,16 @@ RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 """The run's date: manual and monitor-triggered runs in Airflow 3 may have no logical date (no `ds`)."""
 
 
+def optional_date_param(title: str, description: str) -> Param:
+    """A YYYY-MM-DD field of a trigger form that may stay empty."""
+    return Param(None, type=["null", "string"], format="date", title=title, description=description)
+
+
 def train_params(cfg: PipelineConfig) -> dict[str, Param]:
     """The typed trigger form of `<p>__train` (also what the monitor sets when it asks for a retrain)."""
     return {
-        "end_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Window end",
-            description="Last day of the training window (YYYY-MM-DD). Empty: the run's logical date.",
+        "end_date": optional_date_param(
+            "Window end", "Last day of the training window (YYYY-MM-DD). Empty: the run's logical date."
         ),
         "window_days": Param(
             cfg.train.window_days,
@@ -185,12 +186,8 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
         "champion. Trigger it by hand with a partition date to (re)score one day."
     )
     params = {
-        "partition": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Partition",
-            description="Feature partition (YYYY-MM-DD) to score. Empty: the partitions of the triggering ingest.",
+        "partition": optional_date_param(
+            "Partition", "Feature partition (YYYY-MM-DD) to score. Empty: the partitions of the triggering ingest."
         )
     }
     with DAG(
