@@ -316,10 +316,14 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
         return self.endpoint(await self.aget_connection(self.model_server_conn_id))
 
     @staticmethod
-    def served_version(payload: dict[str, Any], pipeline: str) -> str | None:
+    def pipeline_entry(payload: dict[str, Any], pipeline: str) -> dict[str, Any]:
+        """A pipeline's part of a /version answer (version served, failed_version, error); empty if absent."""
+        return dict(payload.get("pipelines", {}).get(pipeline) or {})
+
+    @classmethod
+    def served_version(cls, payload: dict[str, Any], pipeline: str) -> str | None:
         """The version a /version answer says the server serves for a pipeline."""
-        entry = payload.get("pipelines", {}).get(pipeline) or {}
-        version = entry.get("version")
+        version = cls.pipeline_entry(payload, pipeline).get("version")
         return None if version is None else str(version)
 
     def request(self, method: str, path: str, json: Any = None, timeout: float = 30.0) -> Any:

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from airflow_mlops.core.tracking import RunTags, Tracking
 
 
+def given(value: Any) -> bool:
+    """Whether a templated argument was set: an empty form field renders as None, or as '' / 'None' as text."""
+    return value not in (None, "", "None")
+
+
 class PipelineOperator(BaseOperator):
     """Base of the operators working on one pipeline and logical date.
 
@@ -166,8 +171,8 @@ class TrainModelOperator(MlflowPipelineOperator):
         from airflow_mlops.core.train_steps import train_step
 
         cfg, lake = self.config_and_lake()
-        window_days = int(self.window_days) if self.window_days not in (None, "", "None") else cfg.train.window_days
-        end_ds = str(self.end_ds) if self.end_ds not in (None, "", "None") else self.ds
+        window_days = int(str(self.window_days)) if given(self.window_days) else cfg.train.window_days
+        end_ds = str(self.end_ds) if given(self.end_ds) else self.ds
         tracking = self.tracking()
         result = train_step(lake, cfg, tracking, self.run_tags(context), end_ds, window_days, str(self.reason or ""))
         self.mlflow_run_url = result["mlflow_run_url"]
@@ -270,7 +275,7 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
 
         from airflow_mlops.core.score_steps import NoChampion, score_partition
 
-        dates = [str(self.ds)] if self.ds not in (None, "", "None") else self.triggered_partitions(context)
+        dates = [str(self.ds)] if given(self.ds) else self.triggered_partitions(context)
         if not dates:
             raise AirflowFailException("nothing to score: no `partition` given and no features asset event")
         cfg, lake = self.config_and_lake()

@@ -108,8 +108,8 @@ class ServedVersionSensor(BaseSensorOperator):
     def _entry(self) -> dict[str, Any]:
         from airflow_mlops.hooks import ModelServerHook
 
-        payload = ModelServerHook(self.model_server_conn_id).request("GET", "/version")
-        return dict(payload.get("pipelines", {}).get(self.pipeline) or {})
+        hook = ModelServerHook(self.model_server_conn_id)
+        return hook.pipeline_entry(hook.request("GET", "/version"), self.pipeline)
 
     def poke(self, context: Context) -> bool:
         entry = self._entry()
@@ -118,8 +118,10 @@ class ServedVersionSensor(BaseSensorOperator):
         return str(entry.get("version")) == str(self.version)
 
     def execute(self, context: Context) -> Any:
-        if not self.deferrable or self.poke(context):
-            return super().execute(context) if not self.deferrable else str(self.version)
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return str(self.version)
         from airflow_mlops import settings
 
         self.defer(

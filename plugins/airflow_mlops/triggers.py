@@ -81,7 +81,7 @@ class ServedVersionTrigger(BaseTrigger):
                 try:
                     resp = await client.get(f"{base}/version", headers=headers)
                     resp.raise_for_status()
-                    entry = resp.json().get("pipelines", {}).get(self.pipeline) or {}
+                    entry = ModelServerHook.pipeline_entry(resp.json(), self.pipeline)
                 except (httpx.HTTPError, ValueError) as exc:
                     # The server may be restarting: keep waiting until the sensor's timeout.
                     self.log.info("Model server not answering (%s); retrying", exc)
