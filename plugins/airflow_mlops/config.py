@@ -12,6 +12,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from airflow_mlops import settings
+from airflow_mlops.config_deploy import DeployConfig
+from airflow_mlops.config_monitor import MonitorConfig
 from airflow_mlops.config_training import TrainConfig, train_cross_check
 from airflow_mlops.schema import NAME_PATTERN, Name, Strict
 
@@ -123,6 +125,8 @@ class PipelineConfig(Strict):
     sources: dict[Name, SourceConfig] = Field(min_length=1)
     features: FeaturesConfig
     train: TrainConfig = TrainConfig()
+    deploy: DeployConfig = DeployConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> PipelineConfig:
@@ -159,6 +163,19 @@ class PipelineConfig(Strict):
                     )
         for loc, msg in train_cross_check(self.train, self.feature_columns, self.features.key):
             raise _KeyError(loc, msg)
+        drift = self.monitor.drift
+        for field_name, cols in (
+            ("columns", drift.columns),
+            ("critical", drift.critical),
+            ("methods", list(drift.methods)),
+            ("thresholds", list(drift.thresholds)),
+        ):
+            for col in cols:
+                if col not in self.feature_columns:
+                    raise _KeyError(
+                        ("monitor", "drift", field_name),
+                        f"column {col!r} is not a feature column ({', '.join(self.feature_columns)})",
+                    )
         if self.end_date and self.end_date < self.start_date:
             raise _KeyError(("end_date",), "must not be before start_date")
         return self

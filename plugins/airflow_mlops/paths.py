@@ -47,3 +47,12 @@ BROWSABLE_ZONES = ("reports", "quarantine")
 
 def predictions(pipeline: str, ds: str) -> str:
     return f"predictions/{pipeline}/{partition(ds)}/predictions.parquet"
+
+
+def inference_log_partition(pipeline: str, ds: str) -> str:
+    """The model server's request log of one day (files named by the server, written in batches)."""
+    return f"inference_log/{pipeline}/{partition(ds)}"
+
+
+def monitor_report(pipeline: str, ds: str) -> str:
+    return f"reports/{pipeline}/monitor/{partition(ds)}/report.html"
