@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.fixtures.airflow_db",
     "tests.fixtures.flights",
     "tests.fixtures.mlflow_server",
+    "tests.fixtures.model_server",
 ]
 
 

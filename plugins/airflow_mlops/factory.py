@@ -11,14 +11,19 @@ from airflow.sdk import DAG, Asset, Param
 from airflow_mlops.config import PipelineConfig, load_pipelines
 from airflow_mlops.operators import (
     BuildFeaturesOperator,
+    CheckVersionOperator,
     EvaluateModelOperator,
     IngestSourceOperator,
+    MonitorOperator,
+    PromoteModelOperator,
     RegisterModelOperator,
+    RollbackOperator,
     ScorePartitionsOperator,
+    SmokeTestOperator,
     TrainModelOperator,
     ValidateSourceOperator,
 )
-from airflow_mlops.sensors import LandingFileSensor
+from airflow_mlops.sensors import LandingFileSensor, ServedVersionSensor
 
 
 def features_asset(cfg: PipelineConfig) -> Asset:
@@ -171,7 +176,11 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             deploy = TriggerDagRunOperator(
                 task_id="trigger_deploy",
                 trigger_dag_id=cfg.dag_id("deploy"),
-                conf={"version": "{{ ti.xcom_pull(task_ids='register')['version'] }}", "reason": "trained"},
+                conf={
+                    "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
+                    "reason": "{{ params.reason }}: passed the gates",
+                    "requested_by": "{{ dag_run.dag_id }}/{{ dag_run.run_id }}",
+                },
             )
             register >> promoted >> deploy
     return dag
@@ -202,7 +211,120 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
     return dag
 
 
-BUILDERS = (build_ingest_dag, build_train_dag, build_score_dag)
+def build_deploy_dag(cfg: PipelineConfig) -> DAG:
+    """`<p>__deploy`: (approve,) promote, wait until served, smoke-test; roll back and fail on any failure."""
+    deploy = cfg.deploy
+    approval = "a human approves it in the Airflow UI (Required actions), then " if deploy.approval.required else ""
+    doc = (
+        f"### {cfg.name}: deploy\n{cfg.description}\n\n"
+        f"Checks the version (given, else the `challenger`) and gathers its evidence; {approval}makes it `champion` "
+        "(the old champion becomes `previous`), waits until the model server reports it, and smoke-tests it on "
+        "holdout rows of its own training window (schema, predictions equal to offline ones, latency budget). If "
+        "any step fails, `champion` goes back to the previous version, the server returns to it, and the run "
+        "fails naming why. Promotions and rollbacks are audit records (`mlops.audit.*` tags) on the registered model."
+    )
+    params = {
+        "version": Param(
+            None,
+            type=["null", "string", "integer"],
+            title="Model version",
+            description="Registered model version to deploy. Empty: the current `challenger`.",
+        ),
+        "reason": Param("manual", type="string", title="Reason", description="Why, recorded in the audit record."),
+    }
+    with DAG(
+        schedule=None,
+        catchup=False,
+        max_active_runs=1,
+        params=params,
+        **_dag_kwargs(cfg, "deploy", doc),
+    ) as dag:
+        common = {"pipeline": cfg.name, "ds": RUN_DATE}
+        check = CheckVersionOperator(task_id="check_version", version="{{ params.version }}", **common)
+        version = "{{ ti.xcom_pull(task_ids='check_version')['version'] }}"
+        promote = PromoteModelOperator(task_id="promote", **common)
+        serving = ServedVersionSensor(
+            task_id="wait_until_served",
+            pipeline=cfg.name,
+            version=version,
+            poke_interval=deploy.poke_interval_seconds,
+            timeout=deploy.serve_timeout_seconds,
+            mode="reschedule",
+        )
+        smoke = SmokeTestOperator(task_id="smoke_test", **common)
+        # Fails the run on purpose (AirflowFailException, never retried) once the old champion serves again.
+        rollback = RollbackOperator(task_id="rollback", trigger_rule="one_failed", **common)
+        steps = [promote, serving, smoke]
+        if deploy.approval.required:
+            from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+            approve = ApprovalOperator(
+                task_id="approve",
+                subject=f"Deploy {cfg.train.model_name(cfg.name)} v{version}?",
+                body="{{ ti.xcom_pull(task_ids='check_version')['markdown'] }}",
+                response_timeout=timedelta(minutes=deploy.approval.timeout_minutes),
+                assigned_users=[{"id": u, "name": u} for u in deploy.approval.approvers] or None,
+                retries=0,  # a retry would ask again after a timeout: an unanswered request is a no
+            )
+            check >> approve >> promote
+            steps.insert(0, approve)
+        else:
+            check >> promote
+        promote >> serving >> smoke
+        steps >> rollback
+    return dag
+
+
+def build_monitor_dag(cfg: PipelineConfig) -> DAG:
+    """`<p>__monitor`: drift and quality of the champion in production; triggers `<p>__train` on an alarm."""
+    mon = cfg.monitor
+    when = f"on `{mon.schedule}`" if mon.schedule else f"after every ingest (Asset `{cfg.features_asset_name}`)"
+    doc = (
+        f"### {cfg.name}: monitor\n{cfg.description}\n\n"
+        f"Runs {when}. Compares the last {mon.window_days} days of production inputs "
+        f"({', '.join(mon.sources)}) with the champion's reference sample (Evidently), scores the champion on "
+        "the labels that have matured, writes an HTML report (task link *Drift report*) and the figures to MLflow, "
+        "alerts when a threshold is crossed, and triggers `<p>__train` with the reason, at most once per "
+        f"{mon.retrain.cooldown_days}-day cool-down and never while a training run is active."
+    ).replace("<p>", cfg.name)
+    params = {
+        "date": optional_date_param(
+            "Date", "Last day of the monitored window (YYYY-MM-DD). Empty: the newest ingested partition."
+        )
+    }
+    with DAG(
+        schedule=mon.schedule or [features_asset(cfg)],
+        catchup=False,
+        max_active_runs=1,
+        params=params,
+        render_template_as_native_obj=True,
+        **_dag_kwargs(cfg, "monitor", doc),
+    ) as dag:
+        from airflow.providers.standard.operators.python import ShortCircuitOperator
+        from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+        monitor = MonitorOperator(task_id="monitor", pipeline=cfg.name, ds="{{ params.date }}")
+        wanted = ShortCircuitOperator(
+            task_id="retrain_wanted", python_callable=lambda ti: bool(ti.xcom_pull(task_ids="monitor")["retrain"])
+        )
+        result = "ti.xcom_pull(task_ids='monitor')"
+        retrain = TriggerDagRunOperator(
+            task_id="trigger_retrain",
+            trigger_dag_id=cfg.dag_id("train"),
+            # One retrain per monitored date: a rerun of this task finds the run it made instead of adding one.
+            trigger_run_id=f"monitor__{{{{ {result}['date'] }}}}",
+            skip_when_already_exists=True,
+            conf={
+                "end_date": f"{{{{ {result}['date'] }}}}",
+                "reason": f"monitor {{{{ {result}['date'] }}}}: {{{{ {result}['reasons'] | join('; ') }}}} "
+                f"(report {{{{ {result}['report_url'] }}}})",
+            },
+        )
+        monitor >> wanted >> retrain
+    return dag
+
+
+BUILDERS = (build_ingest_dag, build_train_dag, build_deploy_dag, build_score_dag, build_monitor_dag)
 
 
 def build_all(folder: Path | None = None) -> dict[str, DAG]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -284,6 +286,10 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
         return True, f"MLflow at {uri} is up and the API answers"
 
 
+class ModelServerError(RuntimeError):
+    """The model server refused a request; the message has its status and answer."""
+
+
 class ModelServerHook(BaseHook):  # type: ignore[misc]
     """The model server of an Airflow connection: base URL from host/port/schema, API token in the password.
 
@@ -333,6 +339,27 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
         resp = httpx.request(method, f"{base}{path}", headers=headers, json=json, timeout=timeout)
         resp.raise_for_status()
         return resp.json()
+
+    def reload(self) -> dict[str, Any]:
+        """Ask the server to check the champion aliases now (it also polls them); returns its /version answer."""
+        return dict(self.request("POST", "/admin/reload", timeout=300.0))
+
+    @contextmanager
+    def predictor(self, pipeline: str, timeout: float = 30.0) -> Iterator[Callable[[list[dict[str, Any]]], Any]]:
+        """A function sending rows to /predict/<pipeline> on one kept-alive connection: (predictions, version)."""
+        import httpx
+
+        base, headers = self.get_endpoint()
+        with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
+
+            def predict(rows: list[dict[str, Any]]) -> tuple[list[float], str]:
+                resp = client.post(f"/predict/{pipeline}", json={"rows": rows})
+                if resp.status_code != 200:
+                    raise ModelServerError(f"/predict/{pipeline} answered HTTP {resp.status_code}: {resp.text[:500]}")
+                body = resp.json()
+                return body["predictions"], str(body["model_version"])
+
+            yield predict
 
     def test_connection(self) -> tuple[bool, str]:
         try:

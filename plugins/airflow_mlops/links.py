@@ -45,3 +45,12 @@ class ModelVersionLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         return str(getattr(operator, "model_version_url", None) or "")
+
+
+class DriftReportLink(BaseOperatorLink):
+    """The drift and quality report a monitor task wrote (its date is known only once the task ran)."""
+
+    name = "Drift report"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return str(getattr(operator, "report_url", None) or "")

@@ -53,7 +53,9 @@ DEFAULTS = {
 """Settings used when neither mlops.env nor the environment sets them."""
 
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-COMPONENTS = ("mlflow", *AIRFLOW_COMPONENTS)
+SERVICES = ("mlflow", "model-server")
+"""Components that are not Airflow: started first, checked by their own /health."""
+COMPONENTS = (*SERVICES, *AIRFLOW_COMPONENTS)
 """Start order; `down` stops them in reverse."""
 
 HEARTBEAT_KEYS = {
@@ -206,6 +208,10 @@ class StackConfig:
         return f"http://{HOST}:{self.mlflow_port}"
 
     @property
+    def model_server_url(self) -> str:
+        return f"http://{HOST}:{self.model_server_port}"
+
+    @property
     def passwords_file(self) -> Path:
         return self.airflow_home / "simple_auth_manager_passwords.json"
 
@@ -237,6 +243,7 @@ class Secrets:
     api_secret_key: str
     fernet_key: str
     admin_password: str
+    model_server_token: str
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -255,6 +262,7 @@ def ensure_secrets(cfg: StackConfig) -> Secrets:
         "jwt_secret": lambda: secrets.token_urlsafe(32),
         "api_secret_key": lambda: secrets.token_urlsafe(32),
         "fernet_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        "model_server_token": lambda: secrets.token_urlsafe(32),
     }
     if any(name not in stored for name in wanted):
         stored = {name: stored.get(name) or make() for name, make in wanted.items()}
@@ -270,6 +278,7 @@ def ensure_secrets(cfg: StackConfig) -> Secrets:
         api_secret_key=stored["api_secret_key"],
         fernet_key=stored["fernet_key"],
         admin_password=passwords[ADMIN_USER],
+        model_server_token=stored["model_server_token"],
     )
 
 
@@ -332,6 +341,10 @@ def stack_env(cfg: StackConfig, keys: Secrets) -> dict[str, str]:
                 {"conn_type": "http", "host": HOST, "port": cfg.mlflow_port, "schema": "http"}
             ),
             "AIRFLOW_CONN_MLOPS_STORAGE": json.dumps(storage_connection(cfg)),
+            "AIRFLOW_CONN_MLOPS_MODEL_SERVER": json.dumps(
+                {"conn_type": "http", "host": HOST, "port": cfg.model_server_port, "password": keys.model_server_token}
+            ),
+            "MLOPS_MODEL_SERVER_TOKEN": keys.model_server_token,
             "MLOPS_LAKE_ROOT": cfg.lake_root,
             "MLFLOW_TRACKING_URI": cfg.mlflow_url,
         }
@@ -360,6 +373,9 @@ def component_argv(cfg: StackConfig, name: str) -> list[str]:
             "--workers",
             "1",
         ]
+    if name == "model-server":
+        return [sys.executable, "-m", "airflow_mlops.serving", "--host", HOST, "--port", str(cfg.model_server_port),
+                "--tracking-uri", cfg.mlflow_url, "--lake-root", cfg.lake_root]  # fmt: skip
     if name == "api-server":
         return [airflow, "api-server", "--host", HOST, "--port", str(cfg.airflow_port), "--workers", "1"]
     if name in ("scheduler", "triggerer"):
@@ -526,7 +542,9 @@ def _parse_time(value: str | None) -> float | None:
         return None
 
 
-def component_ready(name: str, started_at: float, airflow_health: Any, mlflow_ok: bool) -> bool:
+def component_ready(
+    name: str, started_at: float, airflow_health: Any, mlflow_ok: bool, model_server_ok: bool = False
+) -> bool:
     """Whether one component passes its health check, given the latest health answers.
 
     A heartbeat must be from this process (not older than its start), not a predecessor's.
@@ -534,9 +552,12 @@ def component_ready(name: str, started_at: float, airflow_health: Any, mlflow_ok
     :param started_at: epoch seconds when the component was started.
     :param airflow_health: parsed /api/v2/monitor/health answer, None when the API server doesn't answer.
     :param mlflow_ok: whether MLflow's /health answered 200.
+    :param model_server_ok: whether the model server's /health answered 200.
     """
     if name == "mlflow":
         return mlflow_ok
+    if name == "model-server":
+        return model_server_ok
     if not isinstance(airflow_health, dict):
         return False
     if name == "api-server":
@@ -556,8 +577,10 @@ def _wait_healthy(cfg: StackConfig, started: Mapping[str, float], timeout: float
                 raise StackError(f"{name} exited during start-up\n{log_tail(log_file(cfg, name))}")
         status, health = http_json(f"{cfg.airflow_url}/api/v2/monitor/health")
         mlflow_status, _ = http_json(f"{cfg.mlflow_url}/health")
+        server_status, _ = http_json(f"{cfg.model_server_url}/health")
         for name in list(pending):
-            if component_ready(name, started[name], health if status == 200 else None, mlflow_status == 200):
+            airflow_health = health if status == 200 else None
+            if component_ready(name, started[name], airflow_health, mlflow_status == 200, server_status == 200):
                 pending.discard(name)
                 print(f"  {name}: healthy")
         if not pending:
@@ -640,11 +663,15 @@ def up(cfg: StackConfig) -> Secrets:
     keys = ensure_secrets(cfg)
     env = stack_env(cfg, keys)
     to_start = [name for name in COMPONENTS if running_pid(cfg, name) is None]
-    for name, port in (("mlflow", cfg.mlflow_port), ("api-server", cfg.airflow_port)):
+    for name, port, key in (
+        ("mlflow", cfg.mlflow_port, "MLOPS_MLFLOW_PORT"),
+        ("model-server", cfg.model_server_port, "MLOPS_MODEL_SERVER_PORT"),
+        ("api-server", cfg.airflow_port, "MLOPS_AIRFLOW_PORT"),
+    ):
         if name in to_start and port_in_use(port):
             raise StackError(
                 f"port {port} ({name}) is in use by another program: stop it or choose another port in "
-                f"{cfg.source} (MLOPS_{'MLFLOW' if name == 'mlflow' else 'AIRFLOW'}_PORT)"
+                f"{cfg.source} ({key})"
             )
     if not to_start:
         print(f"localstack: already running in {cfg.state_dir}")
@@ -652,9 +679,10 @@ def up(cfg: StackConfig) -> Secrets:
         print(f"localstack: starting {', '.join(to_start)} in {cfg.state_dir}")
     started: dict[str, float] = {}
     try:
-        if "mlflow" in to_start:
-            started["mlflow"] = time.time()
-            _start(cfg, "mlflow", env)
+        for name in SERVICES:  # the model server waits for MLflow on its own (its poller retries)
+            if name in to_start:
+                started[name] = time.time()
+                _start(cfg, name, env)
         if any(name in to_start for name in AIRFLOW_COMPONENTS):
             _migrate(cfg, env)
         for name in AIRFLOW_COMPONENTS:
@@ -708,6 +736,8 @@ def describe(cfg: StackConfig, keys: Secrets) -> str:
         [
             f"Airflow UI   {cfg.airflow_url}   (login {ADMIN_USER} / {keys.admin_password})",
             f"MLflow UI    {cfg.mlflow_url}",
+            f"Model server {cfg.model_server_url}   (POST /predict/<pipeline>, GET /version; token in "
+            f"{cfg.secrets_file}, key model_server_token)",
             f"Lake root    {cfg.lake_root}",
             f"Logs         {cfg.logs_dir}   (one file per process; task logs in airflow/)",
         ]

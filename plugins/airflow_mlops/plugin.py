@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_mlops.links import MlflowRunLink, ModelVersionLink, ValidationReportLink
+from airflow_mlops.links import DriftReportLink, MlflowRunLink, ModelVersionLink, ValidationReportLink
 
 
 @cache
@@ -21,7 +21,7 @@ class MlopsPlugin(AirflowPlugin):
     """airflow-mlops: serves lake reports under /mlops and registers the operators' extra links."""
 
     name = "airflow_mlops"
-    operator_extra_links = [ValidationReportLink(), MlflowRunLink(), ModelVersionLink()]
+    operator_extra_links = [ValidationReportLink(), MlflowRunLink(), ModelVersionLink(), DriftReportLink()]
 
     # Every task process loads plugins (for macros): build the FastAPI app only when the API server asks.
     @property

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_mlops.triggers import LandingFileTrigger, ServedVersionTrigger
 
@@ -114,7 +114,8 @@ class ServedVersionSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         entry = self._entry()
         if str(entry.get("failed_version")) == str(self.version):
-            raise AirflowException(f"the model server refused version {self.version}: {entry.get('error')}")
+            # Definitive: retrying cannot make the server load this version.
+            raise AirflowFailException(f"the model server refused version {self.version}: {entry.get('error')}")
         return str(entry.get("version")) == str(self.version)
 
     def execute(self, context: Context) -> Any:
@@ -136,6 +137,8 @@ class ServedVersionSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        if event and event.get("status") == "failed":
+            raise AirflowFailException(f"the model server refused version {self.version}: {event.get('error')}")
         if not event or event.get("status") != "serving":
             raise AirflowException(f"the model server did not serve {self.pipeline} version {self.version}: {event}")
         return str(self.version)

@@ -243,6 +243,8 @@ def test_nothing_is_ready_without_answers() -> None:
     assert not ls.component_ready("api-server", STARTED, None, mlflow_ok=True)
     assert not ls.component_ready("scheduler", STARTED, None, mlflow_ok=True)
     assert ls.component_ready("mlflow", STARTED, None, mlflow_ok=True)
+    assert ls.component_ready("model-server", STARTED, None, mlflow_ok=True, model_server_ok=True)
+    assert not ls.component_ready("model-server", STARTED, None, mlflow_ok=True, model_server_ok=False)
 
 
 # Runs and the lake --------------------------------------------------------------------------
@@ -344,7 +346,8 @@ def test_up_refuses_a_port_taken_by_another_program(tmp_path: Path) -> None:
 def test_status_of_a_stopped_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert ls.main(["--state-dir", str(tmp_path / "state"), "status"]) == 0
     out = capsys.readouterr().out
-    assert [line.split()[:2] for line in out.splitlines()[1:6]] == [[n, "stopped"] for n in ls.COMPONENTS]
+    rows = out.splitlines()[1 : 1 + len(ls.COMPONENTS)]
+    assert [line.split()[:2] for line in rows] == [[n, "stopped"] for n in ls.COMPONENTS]
 
 
 def test_bad_cli_date_is_reported(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,153 @@
+"""`<p>__deploy` with dag.test() against a real MLflow server and a real model server: promote, roll back."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import yaml
+
+from airflow_mlops import paths, settings
+from airflow_mlops.core import promotion
+from airflow_mlops.core import training as tr
+from airflow_mlops.core.storage import open_lake
+from airflow_mlops.core.tracking import CHAMPION, Tracking
+from tests.dags.test_train_dag import END, client, env, run_train, xcom  # noqa: F401  (env is a fixture)
+
+PIPELINE = "flight_delays"
+
+
+def run_deploy(conf: dict):
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.factory import build_deploy_dag
+
+    dr = build_deploy_dag(pipeline_by_name(PIPELINE)).test(logical_date=None, run_conf=conf)
+    return dr, {ti.task_id: ti for ti in dr.get_task_instances()}
+
+
+def states(tis) -> dict[str, str]:
+    return {k: str(t.state) for k, t in tis.items()}
+
+
+def holdout_rows(n: int = 5) -> list[dict]:
+    from airflow_mlops.config import pipeline_by_name
+
+    cfg = pipeline_by_name(PIPELINE)
+    lake = open_lake(str(settings.lake_root_from_env()))
+    frame = lake.read_parquet(lake.uri(paths.features(PIPELINE, END))).head(n)
+    cols = tr.feature_spec(cfg, frame)
+    rows = frame[cols.columns].astype(object).where(frame[cols.columns].notna(), None)
+    return [{k: (str(v) if k in cols.categorical and v is not None else v) for k, v in r.items()}
+            for r in rows.to_dict("records")]  # fmt: skip
+
+
+def set_smoke_budget(pipelines, latency_budget_ms: float) -> None:
+    path = pipelines / f"{PIPELINE}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("deploy", {}).setdefault("smoke", {})["latency_budget_ms"] = latency_budget_ms
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture()
+def served(env, lake_root, model_server_factory):  # noqa: F811
+    """Two trained versions (v1, v2, both `challenger` in turn) and a model server watching the registry."""
+    server, pipelines = env
+    for _ in range(2):  # two train runs: two versions of the same data
+        dr, tis = run_train()
+        assert str(dr.state) == "success", states(tis)
+    model_server = model_server_factory(server.uri, lake_root, pipelines, "--poll-seconds", "0.5")
+    return server, pipelines, model_server
+
+
+def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_smoke_test(airflow_db, served) -> None:
+    server, pipelines, model_server = served
+    tracking = Tracking(server.uri)
+
+    dr, tis = run_deploy({"version": "1", "reason": "first release"})
+    assert str(dr.state) == "success", states(tis)
+    assert states(tis)["rollback"] == "skipped"
+    assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
+    assert model_server.versions(PIPELINE)["version"] == "1"
+    smoke = xcom(tis["smoke_test"])
+    assert smoke["passed"] and smoke["max_abs_diff"] <= 1e-6
+    checked = xcom(tis["check_version"])
+    assert checked["champion_before"] is None and "v1" in checked["markdown"]
+
+    # v2 loads, but a 1 microsecond latency budget makes its smoke test fail: back to v1, run failed.
+    set_smoke_budget(pipelines, 0.001)
+    dr, tis = run_deploy({"version": "2", "reason": "weekly retrain"})
+    assert str(dr.state) == "failed", states(tis)
+    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "failed"
+    assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
+    assert model_server.versions(PIPELINE)["version"] == "1"
+    answer = model_server.predict(PIPELINE, holdout_rows())
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+
+    log = promotion.audit_log(tracking, PIPELINE)
+    assert [(r.action, r.champion, r.replaced) for r in log] == [
+        ("promote", "1", None),
+        ("promote", "2", "1"),
+        ("rollback", "1", "2"),
+    ]
+    assert "latency" in log[-1].why and log[0].why == "first release" and log[0].who
+    assert "latency" in client(server).get_model_version(PIPELINE, "2").tags["mlops.rolled_back"]
+
+    # A rolled-back version is refused before anything moves.
+    set_smoke_budget(pipelines, 250)
+    dr, tis = run_deploy({"version": "2"})
+    assert states(tis)["check_version"] == "failed" and tracking.alias_version(PIPELINE, CHAMPION) == "1"
+
+
+def test_version_that_fails_to_load_is_rolled_back_while_the_old_one_keeps_serving(airflow_db, served) -> None:
+    server, _, model_server = served
+    tracking = Tracking(server.uri)
+    assert str(run_deploy({"version": "1"})[0].state) == "success"
+
+    # v3: a pickle-format model that passed its gates on paper; the server's safe loader refuses it.
+    mlflow.set_tracking_uri(server.uri)
+    mlflow.set_registry_uri(server.uri)
+    model = tracking.load_model(f"models:/{PIPELINE}/1")
+    with mlflow.start_run(experiment_id=tracking.get_or_create_experiment(PIPELINE)) as run:
+        pickled = mlflow.sklearn.log_model(model, name="model", serialization_format="pickle")
+    v3 = client(server).create_model_version(
+        PIPELINE, source=pickled.model_uri, run_id=run.info.run_id, model_id=pickled.model_id,
+        tags={**client(server).get_model_version(PIPELINE, "1").tags},
+    )  # fmt: skip
+    assert v3.version == "3"
+
+    dr, tis = run_deploy({"version": "3"})
+    assert str(dr.state) == "failed", states(tis)
+    assert states(tis)["wait_until_served"] == "failed" and states(tis)["smoke_test"] == "upstream_failed"
+    assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
+    entry = model_server.versions(PIPELINE)
+    assert entry["version"] == "1"
+    answer = model_server.predict(PIPELINE, holdout_rows())
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    rollback = promotion.audit_log(tracking, PIPELINE)[-1]
+    assert rollback.action == "rollback" and "refused" in rollback.why and "pickle" in rollback.why
+
+
+def test_refuses_a_version_that_failed_its_gates(airflow_db, env) -> None:  # noqa: F811
+    server, _ = env
+    assert str(run_train()[0].state) == "success"
+    client(server).set_model_version_tag(PIPELINE, "1", "mlops.gate_passed", "false")
+    dr, tis = run_deploy({"version": "1"})
+    assert str(dr.state) == "failed" and states(tis)["check_version"] == "failed"
+    assert states(tis)["promote"] == "upstream_failed"
+    assert Tracking(server.uri).alias_version(PIPELINE, CHAMPION) is None
+
+
+def test_evidence_compares_with_the_champion_on_the_same_holdout(airflow_db, env) -> None:  # noqa: F811
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.core.deploy_steps import evidence, evidence_markdown
+
+    server, _ = env
+    tracking = Tracking(server.uri)
+    assert str(run_train()[0].state) == "success"
+    tracking.client.set_registered_model_alias(PIPELINE, CHAMPION, "1")
+    assert str(run_train()[0].state) == "success"  # v2, evaluated against champion v1
+    ev = evidence(tracking, pipeline_by_name(PIPELINE), None)  # no version given: the challenger
+    assert ev["version"] == "2" and ev["champion_before"] == "1"
+    primary = ev["primary_metric"]
+    assert 0 < ev["metrics"][f"challenger.{primary}"] <= 1 and 0 < ev["metrics"][f"champion.{primary}"] <= 1
+    text = evidence_markdown(ev)
+    assert "v2" in text and "champion v1" in text and ev["version_url"] in text and ev["gate_outcome"] in text
