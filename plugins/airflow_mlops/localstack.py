@@ -46,7 +46,8 @@ DEFAULTS = {
     "MLOPS_STACK_START_TIMEOUT_SECONDS": "300",
     "MLOPS_DEMO_PIPELINE": "flight_delays",
     "MLOPS_DEMO_START": "2013-01-01",
-    "MLOPS_DEMO_END": "2013-01-07",
+    "MLOPS_DEMO_HISTORY_END": "2013-02-14",
+    "MLOPS_DEMO_END": "2013-03-07",
     "MLOPS_DEMO_TIMEOUT_SECONDS": "1800",
     "MLOPS_BACKFILL_MAX_ACTIVE_RUNS": "2",
 }
@@ -1135,16 +1136,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop the stack")
     commands.add_parser("status", help="state and memory of each component")
     commands.add_parser("env", help="print the stack's environment as export lines, for `airflow` commands")
-    demo_cmd = commands.add_parser("demo", help="start the stack, land demo days and backfill the ingest DAG")
-    demo_cmd.add_argument("--pipeline", help="pipeline name (default MLOPS_DEMO_PIPELINE)")
-    demo_cmd.add_argument("--start", type=_date, help="first logical date (default MLOPS_DEMO_START)")
-    demo_cmd.add_argument("--end", type=_date, help="last logical date, included (default MLOPS_DEMO_END)")
-    demo_cmd.add_argument(
-        "--reprocess",
-        choices=("none", "failed", "completed"),
-        default="failed",
-        help="days that already have a run: keep them, rerun the failed ones (default), or rerun all",
+    demo_cmd = commands.add_parser(
+        "demo",
+        help="the main job: start the stack and run the whole lifecycle over demo days, then print a summary",
+        description="Lands the days start..end; ingests start..history-end in one process; trains and deploys the "
+        "first model; then Airflow runs the live days (ingest, score, monitor, retrains the monitor triggers).",
     )
+    ingest_cmd = commands.add_parser("ingest-demo", help="start the stack, land demo days and backfill the ingest DAG")
+    for cmd in (demo_cmd, ingest_cmd):
+        cmd.add_argument("--pipeline", help="pipeline name (default MLOPS_DEMO_PIPELINE)")
+        cmd.add_argument("--start", type=_date, help="first logical date (default MLOPS_DEMO_START)")
+        cmd.add_argument("--end", type=_date, help="last logical date, included (default MLOPS_DEMO_END)")
+        cmd.add_argument(
+            "--reprocess",
+            choices=("none", "failed", "completed"),
+            default="failed",
+            help="days that already have a run: keep them, rerun the failed ones (default), or rerun all",
+        )
+    demo_cmd.add_argument(
+        "--history-end", type=_date, help="last day ingested in one process before the live days (default "
+        "MLOPS_DEMO_HISTORY_END)"
+    )  # fmt: skip
     return parser
 
 
@@ -1169,7 +1181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             start = args.start or _date(cfg.settings["MLOPS_DEMO_START"])
             end = args.end or _date(cfg.settings["MLOPS_DEMO_END"])
-            return demo(cfg, args.pipeline or cfg.settings["MLOPS_DEMO_PIPELINE"], start, end, args.reprocess)
+            pipeline = args.pipeline or cfg.settings["MLOPS_DEMO_PIPELINE"]
+            if args.command == "ingest-demo":
+                return demo(cfg, pipeline, start, end, args.reprocess)
+            from airflow_mlops.demo_loop import main_loop
+
+            history_end = args.history_end or _date(cfg.settings["MLOPS_DEMO_HISTORY_END"])
+            return main_loop(cfg, pipeline, start, history_end, end, args.reprocess)
     except (StackError, argparse.ArgumentTypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

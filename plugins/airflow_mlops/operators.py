@@ -524,7 +524,7 @@ class MonitorOperator(MlflowPipelineOperator):
         self.log.info("Monitor of %s on %s: %s", cfg.name, self.ds, result["outcome"])
         for reason in result.get("reasons", []):
             self.log.info("  %s", reason)
-        if result["outcome"] in ALARMS:
+        if result.get("alarms"):
             alerts = cfg.monitor.alerts
             alert = {key: result.get(key) for key in ("outcome", "reasons", "retrain", "champion_version")}
             notifier = MonitorAlertNotifier(
@@ -535,7 +535,3 @@ class MonitorOperator(MlflowPipelineOperator):
             )
             notifier(context)
         return {**result, "date": self.ds, "report_url": self.report_url}
-
-
-ALARMS = frozenset({"drift", "quality_drop"})
-"""Monitor outcomes that raise an alert."""

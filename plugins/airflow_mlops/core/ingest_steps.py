@@ -111,3 +111,12 @@ def build_feature_partition(lake: Lake, cfg: PipelineConfig, ds: str) -> Partiti
     uri = features_uri(lake, cfg, ds)
     lake.write_parquet(uri, df)
     return PartitionResult(uri, len(df), frame_hash(df))
+
+
+def ingest_day(lake: Lake, cfg: PipelineConfig, ds: str, context: dict[str, str] | None = None) -> PartitionResult:
+    """What one `<p>__ingest` run does for a date, in this process: each source copied and validated, then the
+    features (loading history in bulk; a rejected batch raises BatchRejected as the DAG's task would)."""
+    for source in cfg.sources:
+        ingest_source(lake, cfg, source, ds, context)
+        validate_source(lake, cfg, source, ds, context)
+    return build_feature_partition(lake, cfg, ds)
