@@ -10,14 +10,22 @@ from airflow_mlops.schema import Strict
 
 NumericMethod = Literal["wasserstein", "ks", "psi", "kl_div", "jensenshannon", "anderson", "cramer_von_mises", "t_test"]
 CategoricalMethod = Literal["jensenshannon", "chisquare", "psi", "kl_div", "TVD", "z"]
+RetrainTrigger = Literal["drift", "quality"]
+MonitorSource = Literal["inference_log", "predictions"]
+
+
+def _all_triggers() -> list[RetrainTrigger]:
+    return ["drift", "quality"]
+
+
+def _all_sources() -> list[MonitorSource]:
+    return ["inference_log", "predictions"]
 
 
 class DriftConfig(Strict):
     """Drift of production inputs against the champion's reference sample (Evidently DataDriftPreset)."""
 
-    columns: list[str] = Field(
-        default_factory=list, description="Feature columns to check (empty: every model input)."
-    )
+    columns: list[str] = Field(default_factory=list, description="Feature columns to check (empty: every model input).")
     numeric_method: NumericMethod = Field(default="wasserstein", description="Stat test of numeric columns.")
     numeric_threshold: float = Field(
         default=0.1, gt=0, description="Its threshold (normed Wasserstein: distance in reference standard deviations)."
@@ -65,9 +73,7 @@ class RetrainConfig(Strict):
     """When the monitor triggers `<p>__train`."""
 
     enabled: bool = Field(default=True, description="Trigger a retrain when drift or the quality drop alarms.")
-    triggers: list[Literal["drift", "quality"]] = Field(
-        default_factory=lambda: ["drift", "quality"], description="Which alarms trigger a retrain."
-    )
+    triggers: list[RetrainTrigger] = Field(default_factory=_all_triggers, description="Which alarms trigger a retrain.")
     cooldown_days: int = Field(
         default=7, ge=0, description="No new retrain for this many days after one (one episode, one retrain)."
     )
@@ -80,8 +86,8 @@ class MonitorConfig(Strict):
         default=None, description="Cron or preset; null: after every ingest (the Asset <p>.features)."
     )
     window_days: int = Field(default=7, ge=1, description="Days of production inputs checked up to the logical date.")
-    sources: list[Literal["inference_log", "predictions"]] = Field(
-        default_factory=lambda: ["inference_log", "predictions"],
+    sources: list[MonitorSource] = Field(
+        default_factory=_all_sources,
         description="Production inputs: requests to the model server and batch-scored partitions.",
     )
     reference_rows: int = Field(

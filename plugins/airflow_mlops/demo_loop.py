@@ -167,18 +167,14 @@ def summary(cfg: ls.StackConfig, pipeline: str, report: LoopReport) -> str:
     if experiment is None:
         out.append("  no monitor run")
     else:
-        runs = client.search_runs([experiment.experiment_id], max_results=1000)
-        rows = sorted(
-            runs, key=lambda r: r.data.tags.get("mlops.monitored_date", r.data.tags.get("mlops.logical_date", ""))
-        )
+        monitor_runs = client.search_runs([experiment.experiment_id], max_results=1000)
         primary = pcfg.train.metric.primary
-        for r in rows:
+        for r in sorted(monitor_runs, key=lambda r: r.data.tags.get("mlops.monitor_ds", "")):
             m, tags = r.data.metrics, r.data.tags
-            day = tags.get("mlops.monitored_date") or tags.get("mlops.logical_date", "?")
             out.append(
-                f"  {day}: outcome {tags.get('mlops.outcome', '?'):<18} "
-                f"{primary} {_float(m.get(f'quality.{primary}'))} (champion holdout "
-                f"{_float(m.get(f'quality.reference_{primary}'))}), drift share {_float(m.get('drift.share'))}"
+                f"  {tags.get('mlops.monitor_ds', '?')}: {tags.get('mlops.outcome', '?'):<17} "
+                f"{primary} {_float(m.get(f'quality.{primary}'))} (champion v{tags.get('mlops.champion_version')} "
+                f"holdout {_float(m.get('quality.baseline'))}), drift share {_float(m.get('drift.share'))}"
                 + (", retrain triggered" if tags.get("mlops.retrain_triggered") == "true" else "")
             )
     out.append("\nTimings: " + ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items()))

@@ -42,12 +42,18 @@ def default_args(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
+SCHEDULED_KINDS = ("ingest", "train")
+"""DAGs whose schedule stops at the pipeline's end_date; the others run on events (triggers, assets) and an
+end_date would give their runs (logical date: now) no tasks at all."""
+
+
 def _dag_kwargs(cfg: PipelineConfig, kind: str, doc: str) -> dict[str, Any]:
+    ends = cfg.end_date is not None and kind in SCHEDULED_KINDS
     return {
         "dag_id": cfg.dag_id(kind),
         "description": f"{cfg.description} ({kind})".strip(),
         "start_date": datetime.combine(cfg.start_date, datetime.min.time(), UTC),
-        "end_date": datetime.combine(cfg.end_date, datetime.min.time(), UTC) if cfg.end_date else None,
+        "end_date": datetime.combine(cfg.end_date, datetime.min.time(), UTC) if ends and cfg.end_date else None,
         "default_args": default_args(cfg),
         "tags": sorted({"mlops", cfg.name, kind, *cfg.tags}),
         "doc_md": doc,
@@ -176,6 +182,7 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             deploy = TriggerDagRunOperator(
                 task_id="trigger_deploy",
                 trigger_dag_id=cfg.dag_id("deploy"),
+                logical_date=None,  # no logical date: a deployment is an event, not a data interval
                 conf={
                     "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
                     "reason": "{{ params.reason }}: passed the gates",
@@ -311,6 +318,8 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
         retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=cfg.dag_id("train"),
+            # No logical date: the window end is in the conf, and the train DAG's end_date must not apply.
+            logical_date=None,
             # One retrain per monitored date: a rerun of this task finds the run it made instead of adding one.
             trigger_run_id=f"monitor__{{{{ {result}['date'] }}}}",
             skip_when_already_exists=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -46,6 +47,8 @@ MODEL_NAME = "model"
 MAX_DESCRIPTION_CHARS = 5000  # model_versions.description is VARCHAR(5000) on PostgreSQL/MySQL
 MAX_INPUT_TAG_CHARS = 500
 MAX_RUN_TAG_CHARS = 8000
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+"""Run artifact holding a model's reference sample for the monitor."""
 
 TRUSTED_TYPES: tuple[str, ...] = (
     # Beyond skops' defaults (builtins, numpy, public sklearn estimators): what our pipelines contain.
@@ -561,6 +564,30 @@ class Tracking:
                 lambda: self.client.log_artifacts(run_id, tmp, artifact_path),
                 f"upload {len(files)} artifact(s) to run {run_id}",
             )
+
+    def log_reference(self, run_id: str, frame: pd.DataFrame) -> str:
+        """Store a model's reference sample (rows it was trained on, with its scores) as a Parquet artifact.
+
+        The monitor compares production inputs with it. Returns the artifact path; a rerun overwrites it.
+        """
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False, engine="pyarrow")
+        folder, _, name = REFERENCE_ARTIFACT.rpartition("/")
+        self.log_files(run_id, {name: buf.getvalue()}, folder)
+        return REFERENCE_ARTIFACT
+
+    def load_reference(self, run_id: str) -> pd.DataFrame | None:
+        """The reference sample logged by `log_reference` on a run, or None when the run has none."""
+        folder = REFERENCE_ARTIFACT.rpartition("/")[0]
+
+        def attempt() -> pd.DataFrame | None:
+            if REFERENCE_ARTIFACT not in {f.path for f in self.client.list_artifacts(run_id, folder)}:
+                return None
+            with tempfile.TemporaryDirectory(prefix="mlops-reference-") as tmp:
+                local = self.client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)
+                return pd.read_parquet(local, engine="pyarrow")
+
+        return self._retry(attempt, f"load the reference sample of run {run_id}")
 
     def log_training_data(self, run_id: str, data: TrainingData, spec: FeatureSpec, context: str = "training") -> None:
         """`log_input` of the window: source = the feature zone; digest and tags = content hash and partitions.

@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core import training as tr
+from airflow_mlops.core.monitor import reference_sample
 from airflow_mlops.core.storage import Lake
 from airflow_mlops.core.tracking import Lineage, LoggedModelInfo, RunTags, Tracking
 
@@ -45,6 +46,8 @@ def train_step(
     fit = tr.fit(window.split, cfg.train, window.spec)
     tracking.log_fit(run_id, fit, window.split.summary(), cfg.train.model.estimator)
     logged = tracking.log_model(run_id, fit.model, window.spec, window.split.holdout)
+    reference = reference_sample(window.split, cfg, window.spec, fit.model)
+    tracking.log_reference(run_id, reference)
     return {
         "mlflow_run_id": run_id,
         "mlflow_run_url": tracking.run_url(run_id),
@@ -55,6 +58,7 @@ def train_step(
         "data": window.data.summary.to_dict(),
         "split": window.split.summary(),
         "params": fit.params,
+        "reference_rows": len(reference),
     }
 
 

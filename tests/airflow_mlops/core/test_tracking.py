@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -465,3 +466,20 @@ def test_logging_survives_a_server_outage(
     assert run.data.metrics == {"holdout.roc_auc": 0.71, "holdout.rows": 800.0}
     assert "model_card.md" in {a.path for a in tracking.client.list_artifacts(run_id)}
     assert tracking.load_model(done["model"].model_uri) is not None
+
+
+def test_reference_sample_round_trips_with_its_dtypes(tracking: Tracking, trained: Trained) -> None:
+    run_id = tracking.start_or_resume_run("reference", RunTags("reference__train", "run_1", "2013-03-20", "train"))
+    assert tracking.load_reference(run_id) is None  # a run without one (e.g. trained before they were recorded)
+
+    frame = trained.data.frame.head(300).copy()
+    frame["delayed"] = frame["delayed"].astype("boolean").mask(frame.index % 7 == 0)  # unknown labels stay unknown
+    frame["prediction"] = np.linspace(0, 1, len(frame))
+    assert tracking.log_reference(run_id, frame) == "reference/reference.parquet"
+    loaded = tracking.load_reference(run_id)
+    assert loaded is not None
+    pd.testing.assert_frame_equal(loaded, frame.reset_index(drop=True))
+
+    tracking.log_reference(run_id, frame.head(10))  # a rerun of the training run replaces it
+    again = tracking.load_reference(run_id)
+    assert again is not None and len(again) == 10
