@@ -179,6 +179,10 @@ def main() -> None:
                 ))  # fmt: skip
             wait_http(ours_port, "/health", procs[0], ours_log)
             wait_http(theirs_port, "/ping", procs[1], theirs_log)
+            conn = http.client.HTTPConnection("127.0.0.1", ours_port, timeout=30)
+            conn.request("GET", "/version", headers={"Authorization": f"Bearer {TOKEN}"})
+            served = json.loads(conn.getresponse().read())["pipelines"]["flight_delays"]
+            print(f"ours serves v{served['version']} by {served['scoring']}", flush=True)
 
             rows = [
                 {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
@@ -206,6 +210,12 @@ def main() -> None:
                 for clients in args.clients:
                     ratio = by[("ours", batch, clients)]["rps"] / by[("mlflow models serve", batch, clients)]["rps"]
                     print(f"  rows={batch:<4} clients={clients}  {ratio:5.1f}x")
+            print("\ntargets (issue 4), single-row: >= 3x mlflow req/s, p99 <= 20 ms:")
+            for clients in args.clients:
+                ours = by[("ours", 1, clients)]
+                ratio = ours["rps"] / by[("mlflow models serve", 1, clients)]["rps"]
+                verdict = "met" if ratio >= 3 and ours["p99"] <= 20 else "MISSED"
+                print(f"  clients={clients}  {ratio:5.1f}x  p99 {ours['p99']:6.2f} ms  {verdict}")
         finally:
             for proc in procs:  # each in its own session: mlflow's serve spawns worker processes
                 with contextlib.suppress(ProcessLookupError):

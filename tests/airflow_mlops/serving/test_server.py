@@ -199,9 +199,13 @@ def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Se
     body = resp.json()
     assert body["pipeline"] == PIPELINE and body["model_version"] == "1" and body["request_id"] == "req-offline-1"
     assert np.allclose(body["predictions"], offline(setup.models["1"], rows, setup.spec), rtol=0, atol=1e-12)
+    for i in range(3):  # single rows take another tree walker than batches
+        single = server.predict(json_rows(rows.iloc[i : i + 1], setup.spec)).json()["predictions"]
+        assert single == [body["predictions"][i]]
     version = server.versions()
     assert version["model_name"] == setup.name and version["version"] == "1" and version["loaded_at"]
     assert version["champion_version"] == "1" and version["error"] is None
+    assert version["scoring"].startswith("fast path (hist_gradient_boosting"), version["scoring"]
 
 
 def _row(setup: Setup, **changes: Any) -> dict[str, Any]:
@@ -383,7 +387,9 @@ def server_connection(server: ServerProcess, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("AIRFLOW_CONN_MLOPS_MODEL_SERVER", json.dumps(conn))
 
 
-def test_hook_sensor_and_trigger_see_the_served_version(setup: Setup, server: ServerProcess, server_connection) -> None:
+def test_hook_sensor_and_trigger_see_the_served_version(
+    setup: Setup, server: ServerProcess, server_connection: None
+) -> None:
     import asyncio
 
     from airflow_mlops.hooks import ModelServerHook
@@ -398,10 +404,22 @@ def test_hook_sensor_and_trigger_see_the_served_version(setup: Setup, server: Se
     assert ServedVersionSensor(task_id="s1", pipeline=PIPELINE, version="1").poke({}) is True
     assert ServedVersionSensor(task_id="s2", pipeline=PIPELINE, version="2").poke({}) is False
 
-    async def first_event(version: str, wait: float):
+    async def first_event(version: str, wait: float) -> Any:
         gen = ServedVersionTrigger(PIPELINE, version, "mlops_model_server", poke_interval=0.2).run()
         return await asyncio.wait_for(gen.__anext__(), wait)
 
     assert asyncio.run(first_event("1", 10)).payload == {"status": "serving", "version": "1"}
     with pytest.raises(TimeoutError):  # version 2 is not served: the trigger keeps waiting
         asyncio.run(first_event("2", 1.5))
+
+
+def test_removing_the_champion_alias_stops_serving_that_version(setup: Setup, server: ServerProcess) -> None:
+    set_champion(setup, server, "1")
+    setup.tracking.client.delete_registered_model_alias(setup.name, CHAMPION)
+    try:
+        state = server.reload()
+        assert state["version"] is None and "no 'champion' alias" in state["error"]
+        resp = server.predict(json_rows(setup.holdout.head(1), setup.spec))
+        assert resp.status_code == 503 and "no model loaded" in resp.json()["error"]
+    finally:
+        set_champion(setup, server, "1")
