@@ -34,6 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ls.StackConfig]:
             "MLOPS_LAKE_ROOT": "",
             "MLOPS_AIRFLOW_PORT": str(ls.free_port()),
             "MLOPS_MLFLOW_PORT": str(ls.free_port()),
+            "MLOPS_MODEL_SERVER_PORT": str(ls.free_port()),
             "MLOPS_STACK_START_TIMEOUT_SECONDS": "600",
             "MLOPS_DEMO_TIMEOUT_SECONDS": "900",
         },
@@ -55,6 +56,8 @@ def test_stack_runs_ingest_backfill_through_the_scheduler(stack: ls.StackConfig)
     rows = {r.name: r for r in ls.status(stack)}
     assert all(rows[name].pid for name in ls.COMPONENTS), rows
     leaders = {rows[name].pid for name in ls.COMPONENTS}
+    status, health = ls.http_json(f"{stack.model_server_url}/health")
+    assert status == 200 and health["models"] == {PIPELINE: None}  # up, and no champion yet
 
     # `up` again starts nothing new.
     ls.up(stack)
