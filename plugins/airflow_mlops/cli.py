@@ -13,14 +13,19 @@ class CliError(Exception):
     """A command cannot run; printed as `error: <message>` with exit status 1."""
 
 
+def _lake_root(args: argparse.Namespace) -> str:
+    root = args.lake_root or settings.lake_root_from_env()
+    if not root:
+        raise CliError(f"no lake root: pass --lake-root or set {settings.ENV_LAKE_ROOT}")
+    return str(root)
+
+
 def _feed(args: argparse.Namespace) -> None:
     from airflow_mlops.config import PipelineConfigError, pipeline_by_name
     from airflow_mlops.core import demo
     from airflow_mlops.core.storage import StorageError, open_lake
 
-    root = args.lake_root or settings.lake_root_from_env()
-    if not root:
-        raise CliError(f"no lake root: pass --lake-root or set {settings.ENV_LAKE_ROOT}")
+    root = _lake_root(args)
     try:
         cfg = pipeline_by_name(args.pipeline)
         days = demo.date_range(args.start, args.end)
@@ -50,9 +55,7 @@ def _ingest(args: argparse.Namespace) -> None:
     from airflow_mlops.core.ingest_steps import BatchRejected, ingest_day
     from airflow_mlops.core.storage import StorageError, open_lake
 
-    root = args.lake_root or settings.lake_root_from_env()
-    if not root:
-        raise CliError(f"no lake root: pass --lake-root or set {settings.ENV_LAKE_ROOT}")
+    root = _lake_root(args)
     try:
         cfg = pipeline_by_name(args.pipeline)
         lake = open_lake(root)

@@ -66,7 +66,7 @@ def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_s
     assert str(dr.state) == "success", states(tis)
     assert states(tis)["rollback"] == "skipped"
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
-    assert model_server.versions(PIPELINE)["version"] == "1"
+    assert model_server.served(PIPELINE)["version"] == "1"
     smoke = xcom(tis["smoke_test"])
     assert smoke["passed"] and smoke["max_abs_diff"] <= 1e-6
     checked = xcom(tis["check_version"])
@@ -78,8 +78,8 @@ def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_s
     assert str(dr.state) == "failed", states(tis)
     assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "failed"
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
-    assert model_server.versions(PIPELINE)["version"] == "1"
-    answer = model_server.predict(PIPELINE, holdout_rows())
+    assert model_server.served(PIPELINE)["version"] == "1"
+    answer = model_server.predict_rows(PIPELINE, holdout_rows())
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
 
     log = promotion.audit_log(tracking, PIPELINE)
@@ -118,9 +118,9 @@ def test_version_that_fails_to_load_is_rolled_back_while_the_old_one_keeps_servi
     assert str(dr.state) == "failed", states(tis)
     assert states(tis)["wait_until_served"] == "failed" and states(tis)["smoke_test"] == "upstream_failed"
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
-    entry = model_server.versions(PIPELINE)
+    entry = model_server.served(PIPELINE)
     assert entry["version"] == "1"
-    answer = model_server.predict(PIPELINE, holdout_rows())
+    answer = model_server.predict_rows(PIPELINE, holdout_rows())
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
     rollback = promotion.audit_log(tracking, PIPELINE)[-1]
     assert rollback.action == "rollback" and "refused" in rollback.why and "pickle" in rollback.why

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,13 +24,11 @@ from airflow_mlops.config_training import TrainConfig
 from airflow_mlops.core import training as tr
 from airflow_mlops.core.storage import open_lake
 from airflow_mlops.core.tracking import CHAMPION, Tracking, raw_rows
-from tests.fixtures.mlflow_server import free_port
+from tests.fixtures.model_server import AUTH, TOKEN, ModelServerProcess
 from tests.fixtures.training_data import FLIGHTS_YAML, day_range, flight_config, synthetic_features, write_partitions
 
 PIPELINE = "flight_delays"
-TOKEN = "test-token-0123456789"
 MAX_ROWS = 50
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @dataclass
@@ -110,49 +105,12 @@ def setup(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     yield Setup(name, tracking, spec, {"1": first, "2": second}, split.holdout, root / "lake", pipelines_dir)
 
 
-class ServerProcess:
-    """`python -m airflow_mlops.serving` on a free port."""
+class ServerProcess(ModelServerProcess):
+    """`python -m airflow_mlops.serving` on a free port for the setup's pipeline, polling fast."""
 
     def __init__(self, setup: Setup, tracking_uri: str, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = setup.lake_root.parent / f"server-{self.port}.log"
-        env = {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "MLOPS_MODEL_SERVER_TOKEN": TOKEN,
-            "MLOPS_LAKE_ROOT": str(setup.lake_root),
-            "MLOPS_PIPELINES_DIR": str(setup.pipelines_dir),
-        }
-        cmd = [sys.executable, "-m", "airflow_mlops.serving", "--host", "127.0.0.1", "--port", str(self.port),
-               "--poll-seconds", "0.5", "--max-rows", str(MAX_ROWS), *extra]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"model server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"model server not healthy after 120s:\n{self.log_tail()}")
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
+        super().__init__(tracking_uri, setup.lake_root, setup.pipelines_dir,
+                         "--poll-seconds", "0.5", "--max-rows", str(MAX_ROWS), *extra)  # fmt: skip
 
     def predict(self, rows: Any, headers: dict[str, str] | None = None, pipeline: str = PIPELINE) -> requests.Response:
         # json.dumps, not requests' json=: it refuses Infinity, which a client may still send.
