@@ -83,7 +83,11 @@ class MonitorConfig(Strict):
     """The `<p>__monitor` DAG."""
 
     schedule: str | None = Field(
-        default=None, description="Cron or preset; null: after every ingest (the Asset <p>.features)."
+        default=None,
+        description=(
+            "Cron or preset; null: after every ingest, once scored (the Asset <p>.predictions; <p>.features"
+            " when predictions are not among the sources)."
+        ),
     )
     window_days: int = Field(default=7, ge=1, description="Days of production inputs checked up to the logical date.")
     sources: list[MonitorSource] = Field(

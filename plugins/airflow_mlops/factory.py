@@ -31,6 +31,11 @@ def features_asset(cfg: PipelineConfig) -> Asset:
     return Asset(name=cfg.features_asset_name, uri=f"mlops://{cfg.name}/features", group="mlops")
 
 
+def predictions_asset(cfg: PipelineConfig) -> Asset:
+    """The Asset `<p>.predictions`, updated by each `<p>__score` run that wrote predictions."""
+    return Asset(name=f"{cfg.name}.predictions", uri=f"mlops://{cfg.name}/predictions", group="mlops")
+
+
 def default_args(cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "owner": cfg.owner,
@@ -214,7 +219,9 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
         render_template_as_native_obj=True,
         **_dag_kwargs(cfg, "score", doc),
     ) as dag:
-        ScorePartitionsOperator(task_id="score", pipeline=cfg.name, ds="{{ params.partition }}")
+        ScorePartitionsOperator(
+            task_id="score", pipeline=cfg.name, ds="{{ params.partition }}", outlets=[predictions_asset(cfg)]
+        )
     return dag
 
 
@@ -285,7 +292,8 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
 def build_monitor_dag(cfg: PipelineConfig) -> DAG:
     """`<p>__monitor`: drift and quality of the champion in production; triggers `<p>__train` on an alarm."""
     mon = cfg.monitor
-    when = f"on `{mon.schedule}`" if mon.schedule else f"after every ingest (Asset `{cfg.features_asset_name}`)"
+    trigger = f"{cfg.name}.predictions" if "predictions" in mon.sources else cfg.features_asset_name
+    when = f"on `{mon.schedule}`" if mon.schedule else f"after every ingest (Asset `{trigger}`)"
     doc = (
         f"### {cfg.name}: monitor\n{cfg.description}\n\n"
         f"Runs {when}. Compares the last {mon.window_days} days of production inputs "
@@ -300,7 +308,8 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
         )
     }
     with DAG(
-        schedule=mon.schedule or [features_asset(cfg)],
+        # After scoring when predictions are monitored (so the new day's predictions are there), else after ingest.
+        schedule=mon.schedule or [predictions_asset(cfg) if "predictions" in mon.sources else features_asset(cfg)],
         catchup=False,
         max_active_runs=1,
         params=params,

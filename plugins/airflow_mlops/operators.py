@@ -264,7 +264,8 @@ class RegisterModelOperator(MlflowPipelineOperator):
 
 
 class ScorePartitionsOperator(MlflowPipelineOperator):
-    """Writes the champion's batch predictions for feature partitions to predictions/, with the version.
+    """Writes the champion's batch predictions for feature partitions to predictions/, with the version, and
+    publishes the newest partition on its outlets (the Asset `<p>.predictions`).
 
     Scores `ds` when it is set; otherwise every partition named by the asset events that triggered
     the run (several ingests may land in one asset-triggered run). No champion yet: the task skips.
@@ -290,6 +291,8 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
                 "Scored %s rows of %s with version %s: %s", result["rows"], ds, result["model_version"], result["uri"]
             )
             results.append(result)
+        for outlet in self.outlets:  # the monitor follows the newest scored partition
+            context["outlet_events"][outlet].extra = {"partition": dates[-1], "partitions": dates}
         return results
 
     @staticmethod
