@@ -151,3 +151,23 @@ def test_evidence_compares_with_the_champion_on_the_same_holdout(airflow_db, env
     assert 0 < ev["metrics"][f"challenger.{primary}"] <= 1 and 0 < ev["metrics"][f"champion.{primary}"] <= 1
     text = evidence_markdown(ev)
     assert "v2" in text and "champion v1" in text and ev["version_url"] in text and ev["gate_outcome"] in text
+
+
+def test_approval_step_when_the_config_asks_for_it(env) -> None:  # noqa: F811
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.factory import build_deploy_dag
+
+    _, pipelines = env
+    path = pipelines / f"{PIPELINE}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["deploy"]["approval"] = {"required": True, "timeout_minutes": 90, "approvers": ["alice"]}
+    path.write_text(yaml.safe_dump(data))
+    dag = build_deploy_dag(pipeline_by_name(PIPELINE))
+    approve = dag.get_task("approve")
+    assert isinstance(approve, ApprovalOperator)
+    assert approve.upstream_task_ids == {"check_version"} and dag.get_task("promote").upstream_task_ids == {"approve"}
+    assert "approve" in dag.get_task("rollback").upstream_task_ids  # an unanswered request fails the run too
+    assert "markdown" in approve.body and approve.response_timeout.total_seconds() == 90 * 60
+    assert approve.assigned_users == [{"id": "alice", "name": "alice"}]
