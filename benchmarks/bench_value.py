@@ -1,0 +1,642 @@
+"""Benchmark: the value of the monitor-triggered retrain loop on months of real flights, against never and daily.
+
+Run from the repo root: `.venv/bin/python benchmarks/bench_value.py [--start 2013-01-01] [--end 2013-06-30]
+[--warmup-days 45] [--cache DIR] [--search] [--every 7] [--variant LABEL:KEY=VALUE,...] [--verbose]`.
+
+The shipped flight_delays config's days are landed with the demo feeder and ingested (GX validation included)
+into a local lake (a temp folder, or --cache to keep it for reruns). One model is trained on the warm-up days;
+then every later day is replayed in one process, no Airflow, no MLflow, by each strategy:
+  never   the first model scores every day;
+  daily   each day a new model, trained on the window ending the day before, scores the day;
+  monitor each day the champion scores the day (written to predictions/ as the score DAG does), then the
+          monitor's own checks run on the lake (core.monitor.run_checks: drift of the window's inputs against
+          the champion's reference sample, quality on matured labels against the champion's holdout figure,
+          cool-down); a retrain it asks for trains on the window ending that day and, if the train DAG's gates
+          pass against the champion, serves from the next day. Cool-down days cannot retrain whatever the checks
+          say, so they are not checked (--check-cooldown-days to check them too: same models, fuller log).
+Models are trained with training.fit on cfg.train (no search unless --search); windows never reach before
+--start. Quality in production: the primary metric (train.metric.primary) of each day's labelled flights as
+scored by the model in production that day, pooled per ISO week. Extra columns (--every, --variant) are
+labelled as such. With --cache, finished strategies are kept under DIR/bench_value_runs and reused by an
+identical rerun (delete that folder after changing core code). Figures only, no asserts; the thresholds are
+the config's unless a --variant says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import os
+import pickle
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from airflow_mlops.config import PipelineConfig
+    from airflow_mlops.config_training import TrainConfig
+    from airflow_mlops.core.storage import Lake
+
+PIPELINE = "flight_delays"
+
+
+# Data --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Day:
+    """One day's feature rows, as the score DAG reads them, and the labels learnt afterwards."""
+
+    ds: str
+    features: pd.DataFrame
+    labelled: np.ndarray
+    """Mask of the rows whose label is known (cancelled flights never get one)."""
+    y: np.ndarray
+
+
+def build_lake(lake: Lake, cfg: PipelineConfig, days: Sequence[str]) -> tuple[list[str], list[str], float]:
+    """Land and ingest the days whose features partition is missing; (ingested, rejected, seconds)."""
+    from airflow_mlops import paths
+    from airflow_mlops.core import demo
+    from airflow_mlops.core.ingest_steps import BatchRejected, ingest_day
+
+    todo = [ds for ds in days if not lake.exists(lake.uri(paths.features(cfg.name, ds)))]
+    rejected: list[str] = []
+    started = time.perf_counter()
+    if todo:
+        demo.feed_range(lake, cfg, todo[0], todo[-1])
+        for n, ds in enumerate(todo, 1):
+            try:
+                ingest_day(lake, cfg, ds, {"dag_id": "bench_value", "run_id": "replay"})
+            except BatchRejected as exc:  # the DAG would fail that day; production goes on without it
+                rejected.append(ds)
+                print(f"  {ds}: batch rejected: {str(exc).splitlines()[0]}", flush=True)
+            if n % 30 == 0:
+                print(f"  ingested {n}/{len(todo)} days ({time.perf_counter() - started:.0f} s)", flush=True)
+    return todo, rejected, time.perf_counter() - started
+
+
+def load_day(lake: Lake, cfg: PipelineConfig, ds: str) -> Day | None:
+    from airflow_mlops import paths
+
+    uri = lake.uri(paths.features(cfg.name, ds))
+    if not lake.exists(uri):
+        return None
+    features = lake.read_parquet(uri)
+    label = features[cfg.features.label.name]
+    labelled = label.notna().to_numpy()
+    return Day(ds, features, labelled, label[labelled].astype("boolean").astype("int8").to_numpy())
+
+
+# Models ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """A trained model and what its training run records for the monitor."""
+
+    version: str
+    end_ds: str
+    model: Any
+    baselines: dict[str, float]
+    reference: pd.DataFrame | None
+    seconds: float
+
+
+@dataclass
+class Trainer:
+    """Trains on the window ending on a day, never reaching before the replay's first day."""
+
+    lake: Lake
+    cfg: PipelineConfig
+    train_cfg: TrainConfig
+    first_day: str
+    fits: int = 0
+    seconds: float = 0.0
+
+    def window(self, end_ds: str) -> Any:
+        from airflow_mlops.core import training as tr
+
+        span = (date.fromisoformat(end_ds) - date.fromisoformat(self.first_day)).days + 1
+        days = min(self.train_cfg.window_days, span)
+        data = tr.load_window(self.lake, self.cfg, end_ds, days, min_rows=self.train_cfg.min_rows)
+        split = tr.split_by_time(data.frame, self.train_cfg.validation_days, self.train_cfg.holdout_days)
+        return split, tr.feature_spec(self.cfg, data.frame)
+
+    def train(self, end_ds: str, version: str, monitored: bool) -> Model:
+        """What train_step computes: the fit; for a model the monitor watches, also what the training run records
+        for it: the holdout metrics (evaluate_step's, the quality baseline) and the reference sample."""
+        from airflow_mlops.core import training as tr
+        from airflow_mlops.core.monitor import reference_sample
+
+        started = time.perf_counter()
+        split, spec = self.window(end_ds)
+        fit = tr.fit(split, self.train_cfg, spec)
+        baselines: dict[str, float] = {}
+        ref = None
+        if monitored:  # never/daily/every-N models are not monitored: their holdout figures are not needed
+            holdout = tr.evaluate(fit.model, split.holdout, self.train_cfg, spec)
+            baselines = {k: v for k, v in holdout.metrics.items() if not math.isnan(v)}
+            ref = reference_sample(split, self.cfg, spec, fit.model)
+        seconds = time.perf_counter() - started
+        self.fits += 1
+        self.seconds += seconds
+        return Model(version, end_ds, fit.model, baselines, ref, seconds)
+
+    def gates(self, challenger: Model, champion: Model) -> Any:
+        """The train DAG's gates: the challenger against the champion on the challenger's holdout."""
+        from airflow_mlops.core import training as tr
+
+        split, spec = self.window(challenger.end_ds)
+        ch = tr.evaluate(challenger.model, split.holdout, self.train_cfg, spec)
+        cp = tr.evaluate(champion.model, split.holdout, self.train_cfg, spec, name=f"champion v{champion.version}")
+        return tr.decide(ch, cp, self.train_cfg.gates)
+
+
+def score(cfg: PipelineConfig, model: Model, day: Day) -> np.ndarray:
+    from airflow_mlops.core import training as tr
+
+    spec = tr.feature_spec(cfg, day.features)
+    with tr.thread_limit(cfg.train.model.threads):
+        return tr.positive_scores(model.model, day.features[spec.columns])
+
+
+# Strategies --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One strategy's replay: per day the scores of the model in production and the retrains so far."""
+
+    label: str
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    retrains: dict[str, int] = field(default_factory=dict)
+    """Models trained after the first one, counted up to and including each day (a retrain on a day
+    serves from the next day)."""
+    promoted: int = 0
+    events: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_fixed(label: str, every: int, trainer: Trainer, first: Model, days: Sequence[Day]) -> Run:
+    """Retrain every `every` days (0: never) on the window ending the day before; no gates."""
+    run = Run(label)
+    model, count, fit_s, score_s = first, 0, 0.0, 0.0
+    for i, day in enumerate(days):
+        if every and i and i % every == 0:
+            prev = (date.fromisoformat(day.ds) - timedelta(days=1)).isoformat()
+            model = trainer.train(prev, str(count + 2), monitored=False)
+            fit_s += model.seconds
+            count += 1
+        started = time.perf_counter()
+        run.scores[day.ds] = score(trainer.cfg, model, day)
+        score_s += time.perf_counter() - started
+        run.retrains[day.ds] = count
+    run.promoted = count
+    run.seconds = {"fit": fit_s, "score": score_s}
+    return run
+
+
+@dataclass
+class Checked:
+    """The monitor's verdict on one day and the figures behind it."""
+
+    decision: Any
+    drift: Any
+    quality: Any
+    how: str
+
+
+def monitor_day(
+    lake: Lake, cfg: PipelineConfig, ds: str, champion: Any, previous: Sequence[tuple[str, str]]
+) -> Checked:
+    """The monitor step's checks and decision for one day, without MLflow (run_checks takes the champion and
+    the earlier retrains as arguments). Without drift among retrain.triggers a drift result cannot change the
+    retrain decision, so that case skips Evidently (the costly part) and assembles the same decision from the
+    pure parts: load_current, assess_quality, cooldown_blocker, decide."""
+    from airflow_mlops.core.drift import InsufficientData
+    from airflow_mlops.core.monitor import assess_quality, cooldown_blocker, decide, load_current, run_checks
+
+    mon = cfg.monitor
+    if "drift" in mon.retrain.triggers:
+        checks = run_checks(lake, cfg, ds, champion, previous)
+        return Checked(checks.decision, checks.drift, checks.quality, "run_checks")
+    current = load_current(lake, cfg, ds, [], [], champion.version)
+    insufficient: dict[str, str] = {}
+    quality = None
+    try:
+        quality = assess_quality(current.quality, cfg, champion.baselines, champion.version, current.matured_days)
+    except InsufficientData as exc:
+        insufficient["quality"] = str(exc)
+    blocker = cooldown_blocker(ds, previous, mon.retrain.cooldown_days)
+    decision = decide(cfg, None, quality, insufficient, blocker=blocker, train_active=False)
+    return Checked(decision, None, quality, "quality only")
+
+
+def run_monitor(
+    label: str,
+    cfg: PipelineConfig,
+    trainer: Trainer,
+    first: Model,
+    days: Sequence[Day],
+    gates: bool,
+    check_cooldown_days: bool,
+) -> Run:
+    """The monitor-triggered loop, each day: score with the champion, monitor, maybe retrain and deploy.
+
+    During a cool-down the decision cannot be a retrain whatever the checks find, so those days are not
+    checked unless `check_cooldown_days` (their outcome then shows in the log; the models are the same).
+    """
+    from airflow_mlops import paths
+    from airflow_mlops.core.monitor import Champion, cooldown_blocker
+
+    lake = trainer.lake
+    name = cfg.train.model_name(cfg.name)
+    run = Run(label)
+    # Predictions of an earlier replay (another strategy or run) must not reach this one's monitor.
+    for ds in _dates(trainer.first_day, days[-1].ds):
+        lake.delete(lake.uri(paths.predictions(cfg.name, ds)))
+    champion, versions, count = first, 1, 0
+    previous: list[tuple[str, str]] = []
+    seconds = {"score": 0.0, "monitor": 0.0, "fit": 0.0, "gates": 0.0}
+    checked_days = 0
+    for day in days:
+        started = time.perf_counter()
+        scores = score(cfg, champion, day)
+        out = day.features[["ds", *cfg.features.key, cfg.features.timestamp]].copy()
+        out["prediction"] = scores
+        out["model_name"] = name
+        out["model_version"] = champion.version
+        lake.write_parquet(lake.uri(paths.predictions(cfg.name, day.ds)), out)
+        run.scores[day.ds] = scores
+        seconds["score"] += time.perf_counter() - started
+
+        run.retrains[day.ds] = count
+        blocker = cooldown_blocker(day.ds, previous, cfg.monitor.retrain.cooldown_days)
+        if blocker is not None and not check_cooldown_days:
+            run.outcomes["cool-down, not checked"] = run.outcomes.get("cool-down, not checked", 0) + 1
+            continue
+        started = time.perf_counter()
+        current = Champion(name, champion.version, None, champion.reference, champion.baselines)
+        checked = monitor_day(lake, cfg, day.ds, current, previous)
+        seconds["monitor"] += time.perf_counter() - started
+        checked_days += 1
+        decision = checked.decision
+        run.outcomes[decision.outcome] = run.outcomes.get(decision.outcome, 0) + 1
+        run.log.append(f"{day.ds} v{champion.version}: {decision.outcome}, {_figures(checked)}")
+        if decision.retrain:
+            previous.append((day.ds, f"replay-{day.ds}"))
+            versions += 1
+            challenger = trainer.train(day.ds, str(versions), monitored=True)
+            seconds["fit"] += challenger.seconds
+            count += 1
+            verdict = "deployed"
+            if gates:
+                started = time.perf_counter()
+                gate = trainer.gates(challenger, champion)
+                seconds["gates"] += time.perf_counter() - started
+                if not gate.promote:
+                    verdict = f"NOT deployed ({gate.reason})"
+            if verdict == "deployed":
+                champion = challenger
+                run.promoted += 1
+            run.events.append(
+                f"{day.ds} v{challenger.version} {verdict}; {_figures(checked)}; alarms {','.join(decision.alarms)}"
+            )
+        run.retrains[day.ds] = count
+    run.outcomes["days checked"] = checked_days
+    run.seconds = seconds
+    return run
+
+
+def _figures(checked: Checked) -> str:
+    parts = []
+    if checked.drift is not None:
+        d = checked.drift
+        crit = f", critical {','.join(d.critical_drifted)}" if d.critical_drifted else ""
+        parts.append(f"drift {len(d.drifted_columns)}/{len(d.columns)} columns{crit}")
+    elif checked.how != "run_checks":
+        parts.append("drift not checked (not a trigger)")
+    else:
+        parts.append("drift n/a")
+    if checked.quality is not None:
+        q = checked.quality
+        parts.append(f"{q.metric} {q.value:.3f} vs holdout {q.baseline:.3f} on {q.rows} rows")
+    else:
+        parts.append("quality n/a (too few matured rows of this champion)")
+    return "; ".join(parts)
+
+
+def _short(text: str, width: int = 150) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _dates(start: str, end: str) -> list[str]:
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+def with_monitor(cfg: PipelineConfig, assignments: str) -> PipelineConfig:
+    """The config with monitor settings replaced, e.g. `retrain.cooldown_days=7,quality.max_drop=0.03`."""
+    from airflow_mlops.config_monitor import MonitorConfig
+
+    data = cfg.monitor.model_dump()
+    # Split on the commas that start a new KEY=, so JSON lists like ["drift","quality"] stay whole.
+    for item in filter(None, (a.strip() for a in re.split(r",(?=\s*[\w.]+=)", assignments))):
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant: {item!r} is not KEY=VALUE")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise SystemExit(f"--variant: monitor has no setting {key!r}")
+        try:
+            node[leaf] = json.loads(raw)
+        except json.JSONDecodeError:
+            node[leaf] = raw
+    return cfg.model_copy(update={"monitor": MonitorConfig.model_validate(data)})
+
+
+# Report ------------------------------------------------------------------------------------------------------
+
+
+def metric_of(cfg: PipelineConfig, y: np.ndarray, s: np.ndarray) -> float:
+    from airflow_mlops.core.training import compute_metrics
+
+    if len(y) == 0:
+        return math.nan
+    return compute_metrics(y, s, cfg.train.metric.threshold)[cfg.train.metric.primary]
+
+
+def pooled(cfg: PipelineConfig, run: Run, days: Sequence[Day]) -> float:
+    ys = [d.y for d in days]
+    ss = [run.scores[d.ds][d.labelled] for d in days]
+    return metric_of(cfg, np.concatenate(ys), np.concatenate(ss)) if ys else math.nan
+
+
+def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> None:
+    metric = cfg.train.metric.primary
+    weeks: dict[str, list[Day]] = {}
+    for day in days:
+        iso = date.fromisoformat(day.ds).isocalendar()
+        weeks.setdefault(f"{iso.year}-W{iso.week:02d}", []).append(day)
+    width = max(12, *(len(r.label) for r in runs))
+    head = f"{'week':<9} {'days':>4} {'rows':>6}  " + " ".join(f"{r.label:>{width}}" for r in runs)
+    head += "  | retrains so far: " + " ".join(f"{r.label:>{width}}" for r in runs)
+    print(f"\n{metric} of each day's labelled flights scored by the model in production that day, pooled per ISO week")
+    print(head)
+    print("-" * len(head))
+    weekly: dict[str, list[float]] = {r.label: [] for r in runs}
+    for week, members in weeks.items():
+        rows = sum(int(d.labelled.sum()) for d in members)
+        cells = []
+        for r in runs:
+            value = pooled(cfg, r, members)
+            weekly[r.label].append(value)
+            cells.append(f"{value:>{width}.4f}")
+        counts = " ".join(f"{r.retrains[members[-1].ds]:>{width}d}" for r in runs)
+        print(f"{week:<9} {len(members):>4} {rows:>6}  " + " ".join(cells) + f"  | {'':<17}{counts}")
+    print("-" * len(head))
+
+    def line(title: str, values: Sequence[float], fmt: str = ".4f") -> None:
+        print(f"{title:<22} " + " ".join(f"{v:>{width}{fmt}}" for v in values))
+
+    print(f"{'totals':<22} " + " ".join(f"{r.label:>{width}}" for r in runs))
+    line(f"mean weekly {metric}", [float(np.nanmean(weekly[r.label])) for r in runs])
+    daily = {r.label: [metric_of(cfg, d.y, r.scores[d.ds][d.labelled]) for d in days] for r in runs}
+    line(f"mean daily {metric}", [float(np.nanmean(daily[r.label])) for r in runs])
+    line(f"pooled {metric}", [pooled(cfg, r, days) for r in runs])
+    line("retrains", [float(r.retrains[days[-1].ds]) for r in runs], ".0f")
+    line("models deployed", [float(r.promoted) for r in runs], ".0f")
+    by_label = {r.label: r for r in runs}
+    never, every_day = by_label.get("never"), by_label.get("daily")
+    if never and every_day:
+        gain = float(np.nanmean(weekly["daily"]) - np.nanmean(weekly["never"]))
+        kept = []
+        for r in runs:
+            own = float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["never"]))
+            kept.append(own / gain if gain > 0 else math.nan)
+        line("share of daily gain", kept, ".2f")
+        n_daily = every_day.retrains[days[-1].ds]
+        line("retrains / daily's", [r.retrains[days[-1].ds] / n_daily if n_daily else math.nan for r in runs], ".2f")
+        wins = []
+        for r in runs:
+            diffs = np.array(weekly[r.label]) - np.array(weekly["never"])
+            wins.append(float(np.sum(diffs > 0)))
+        line("weeks better than never", wins, ".0f")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline", default=PIPELINE, help="pipeline config (include/pipelines/<name>.yaml)")
+    parser.add_argument("--start", default="2013-01-01", help="first day of data (YYYY-MM-DD)")
+    parser.add_argument("--end", default="2013-06-30", help="last day replayed (YYYY-MM-DD)")
+    parser.add_argument("--warmup-days", type=int, default=45, help="days before the replay: the first model's data")
+    parser.add_argument("--cache", type=Path, help="keep the built lake in this folder (reruns skip the ingest)")
+    parser.add_argument("--search", action="store_true", help="use train.search (default: none, one fit per model)")
+    parser.add_argument("--threads", type=int, help="train.model.threads override (default: the config's)")
+    parser.add_argument(
+        "--check-cooldown-days",
+        action="store_true",
+        help="monitor loop: also run the checks on cool-down days (same models; slower; fuller outcome log)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="print each monitored day's outcome and figures")
+    parser.add_argument("--no-gates", action="store_true", help="monitor loop: deploy every retrain, no gates")
+    parser.add_argument(
+        "--every", type=int, action="append", help="extra fixed-schedule strategy, retrain every N days (repeatable)"
+    )
+    parser.add_argument(
+        "--strategies",
+        default="never,daily,monitor",
+        help="comma-separated subset of never,daily,monitor to run (default: all three)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE,...",
+        help="extra monitor loop with monitor settings overridden, e.g. cool7:retrain.cooldown_days=7 (repeatable)",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.core.storage import open_lake
+
+    total = time.perf_counter()
+    cfg = pipeline_by_name(args.pipeline)
+    model_update: dict[str, Any] = {} if args.threads is None else {"threads": args.threads}
+    train_cfg = cfg.train.model_copy(
+        update={
+            "search": cfg.train.search if args.search else None,
+            "model": cfg.train.model.model_copy(update=model_update),
+        }
+    )
+    cfg = cfg.model_copy(update={"train": train_cfg})
+    days_all = _dates(args.start, args.end)
+    if args.warmup_days < train_cfg.validation_days + train_cfg.holdout_days + 1 or args.warmup_days >= len(days_all):
+        raise SystemExit(f"--warmup-days {args.warmup_days}: too few for the split or no day left to replay")
+    warmup_end = days_all[args.warmup_days - 1]
+    replay = days_all[args.warmup_days :]
+    print(
+        f"{cfg.name}: data {args.start}..{args.end}; first model on {args.start}..{warmup_end} "
+        f"({args.warmup_days} days); replay {replay[0]}..{replay[-1]} ({len(replay)} days)"
+    )
+    print(
+        f"training: {train_cfg.model.estimator} {train_cfg.model.params}, "
+        f"search {'train.search ' + str(train_cfg.search.n_iter) + ' candidates' if train_cfg.search else 'none'}, "
+        f"window {train_cfg.window_days} days (never before {args.start}), validation {train_cfg.validation_days} + "
+        f"holdout {train_cfg.holdout_days} days, refit_with_validation {train_cfg.model.refit_with_validation}, "
+        f"threads {train_cfg.model.threads}"
+    )
+    mon = cfg.monitor
+    print(
+        f"monitor: window {mon.window_days} days, sources {mon.sources}, drift columns "
+        f"{','.join(mon.drift.columns) or 'all model inputs'}, {mon.drift.numeric_method} "
+        f"{mon.drift.numeric_threshold} / {mon.drift.categorical_method} {mon.drift.categorical_threshold}, "
+        f"critical {mon.drift.critical}, share_threshold {mon.drift.share_threshold}; quality max_drop "
+        f"{mon.quality.max_drop}, label_delay {mon.quality.label_delay_days} d, min_rows {mon.quality.min_rows}; "
+        f"triggers {mon.retrain.triggers}, cooldown {mon.retrain.cooldown_days} d; "
+        f"gates {'off' if args.no_gates else 'on (train.gates)'}"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="bench-value-") as tmp:
+        root = args.cache or Path(tmp)
+        lake = open_lake(str(root))
+        ingested, rejected, ingest_s = build_lake(lake, cfg, days_all)
+        print(
+            f"lake {root}: {len(ingested)} day(s) ingested in {ingest_s:.1f} s"
+            + (f" ({ingest_s / len(ingested):.2f} s/day)" if ingested else " (cached)")
+            + (f"; rejected: {', '.join(rejected)}" if rejected else ""),
+            flush=True,
+        )
+        started = time.perf_counter()
+        loaded = [load_day(lake, cfg, ds) for ds in replay]
+        days = [d for d in loaded if d is not None]
+        missing = [ds for ds, d in zip(replay, loaded, strict=True) if d is None]
+        print(
+            f"replay days loaded in {time.perf_counter() - started:.1f} s: {len(days)} days, "
+            f"{sum(int(d.labelled.sum()) for d in days)} labelled rows"
+            + (f"; no features for {', '.join(missing)}" if missing else ""),
+            flush=True,
+        )
+
+        trainer = Trainer(lake, cfg, train_cfg, args.start)
+        first = trainer.train(warmup_end, "1", monitored=True)
+        print(f"first model: window ending {warmup_end}, {first.seconds:.1f} s, holdout {first.baselines}", flush=True)
+
+        runs: list[Run] = []
+        timings: dict[str, float] = {}
+
+        key = {
+            "start": args.start,
+            "end": args.end,
+            "warmup": args.warmup_days,
+            "train": train_cfg.model_dump(mode="json"),
+            "features": cfg.features.model_dump(mode="json"),
+            "days": [d.ds for d in days],
+            "gates": not args.no_gates,
+            "check_cooldown_days": args.check_cooldown_days,
+        }
+
+        reused: set[str] = set()
+
+        def timed(label: str, fn: Callable[[], Run], extra: Any = None) -> None:
+            """Run a strategy, or with --cache reuse the result of a finished identical run (replays are slow)."""
+            saved = None
+            if args.cache:
+                blob = json.dumps({**key, "label": label, "extra": extra}, sort_keys=True, default=str)
+                saved = args.cache / "bench_value_runs" / f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}.pkl"
+            started = time.perf_counter()
+            if saved is not None and saved.exists():
+                run: Run = pickle.loads(saved.read_bytes())
+                note = f"reused {saved}"
+                reused.add(label)
+            else:
+                run = fn()
+                note = ""
+                if saved is not None:
+                    saved.parent.mkdir(parents=True, exist_ok=True)
+                    saved.write_bytes(pickle.dumps(run))
+            timings[label] = time.perf_counter() - started
+            runs.append(run)
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
+            print(f"strategy {label}: {timings[label]:.1f} s ({parts}) {note}".rstrip(), flush=True)
+
+        wanted = set(args.strategies.split(","))
+        gates = not args.no_gates
+        if "never" in wanted:
+            timed("never", functools.partial(run_fixed, "never", 0, trainer, first, days))
+        if "monitor" in wanted:
+            mon_key = cfg.monitor.model_dump(mode="json")
+            timed(
+                "monitor",
+                functools.partial(run_monitor, "monitor", cfg, trainer, first, days, gates, args.check_cooldown_days),
+                mon_key,
+            )
+        if "daily" in wanted:
+            timed("daily", functools.partial(run_fixed, "daily", 1, trainer, first, days))
+        for n in args.every or []:
+            if n > 1:
+                label = f"every{n}d(extra)"
+                timed(label, functools.partial(run_fixed, label, n, trainer, first, days))
+        for spec in args.variant:
+            name, _, assignments = spec.partition(":")
+            label = f"{name}(extra)"
+            variant_cfg = with_monitor(cfg, assignments)
+            variant_trainer = Trainer(lake, variant_cfg, train_cfg, args.start)
+            print(f"variant {label}: monitor {assignments}", flush=True)
+            timed(
+                label,
+                functools.partial(
+                    run_monitor, label, variant_cfg, variant_trainer, first, days, gates, args.check_cooldown_days
+                ),
+                variant_cfg.monitor.model_dump(mode="json"),
+            )
+        # Columns in the order of the brief: never, daily, monitor, then the extras.
+        order = {"never": 0, "daily": 1, "monitor": 2}
+        runs.sort(key=lambda r: order.get(r.label, 3))
+
+        report(cfg, runs, days)
+        for run in runs:
+            if run.outcomes:
+                print(f"\n{run.label}: monitor outcomes {run.outcomes}; retrains:")
+                for event in run.events:
+                    print(f"  {event}")
+                if args.verbose:
+                    print(f"{run.label}: each checked day")
+                    for entry in run.log:
+                        print(f"  {entry}")
+        print(
+            f"\ntimings (machine shared with other jobs; wall seconds): ingest {ingest_s:.1f} s"
+            + (f" ({ingest_s / len(ingested):.2f} s/day)" if ingested else " (lake cached)")
+            + f"; first model {first.seconds:.1f} s"
+        )
+        for run in runs:
+            n = run.retrains[days[-1].ds]
+            parts = ", ".join(f"{k} {v:.1f} s" for k, v in run.seconds.items())
+            per = f", {run.seconds.get('fit', 0.0) / n:.1f} s/model" if n else ""
+            note = " (reused from --cache)" if run.label in reused else ""
+            print(f"  {run.label:<18} {timings[run.label]:8.1f} s  ({parts}{per}){note}")
+        print(f"  total {time.perf_counter() - total:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
