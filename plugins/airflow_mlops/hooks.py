@@ -306,10 +306,13 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
         self.model_server_conn_id = model_server_conn_id or settings.model_server_conn_id()
 
     @staticmethod
-    def endpoint(conn: Connection) -> tuple[str, dict[str, str]]:
-        """Base URL and request headers of a connection."""
+    def endpoint(conn: Connection, scheme: str = "http") -> tuple[str, dict[str, str]]:
+        """Base URL and request headers (bearer token from the password) of an HTTP connection.
+
+        :param scheme: used when neither the host nor the connection's schema names one.
+        """
         host = str(conn.host or "127.0.0.1").rstrip("/")
-        base = host if "://" in host else f"{conn.schema or 'http'}://{host}"
+        base = host if "://" in host else f"{conn.schema or scheme}://{host}"
         if conn.port:
             base = f"{base}:{conn.port}"
         headers = {"Authorization": f"Bearer {conn.password}"} if conn.password else {}

@@ -71,14 +71,11 @@ class MonitorAlertNotifier(BaseNotifier):
     def post_webhook(self) -> None:
         import httpx
 
+        from airflow_mlops.hooks import ModelServerHook
+
         conn = BaseHook.get_connection(str(self.webhook_conn_id))
-        host = str(conn.host or "").rstrip("/")
-        url = host if "://" in host else f"{conn.schema or 'https'}://{host}"
-        if conn.port:
-            url = f"{url}:{conn.port}"
-        url += str(conn.extra_dejson.get("endpoint", ""))
-        headers = {"Content-Type": "application/json"}
-        if conn.password:
-            headers["Authorization"] = f"Bearer {conn.password}"
+        base, headers = ModelServerHook.endpoint(conn, scheme="https")  # same URL and token conventions
+        url = base + str(conn.extra_dejson.get("endpoint", ""))
+        headers["Content-Type"] = "application/json"
         body = json.dumps({"pipeline": self.pipeline, "text": self.text(), **self.alert}, default=str)
         httpx.post(url, content=body, headers=headers, timeout=30).raise_for_status()

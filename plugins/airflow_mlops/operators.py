@@ -292,7 +292,8 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
             )
             results.append(result)
         for outlet in self.outlets:  # the monitor follows the newest scored partition
-            context["outlet_events"][outlet].extra = {"partition": dates[-1], "partitions": dates}
+            extra: dict[str, Any] = {"partition": dates[-1], "partitions": dates}
+            context["outlet_events"][outlet].extra = extra
         return results
 
     @staticmethod
@@ -447,8 +448,9 @@ class RollbackOperator(DeployOperator):
         smoke = context["ti"].xcom_pull(task_ids="smoke_test", key="smoke")
         if smoke and not smoke.get("passed"):
             return str(smoke["summary"])
+        server = self.server()
         try:
-            entry = self.server().pipeline_entry(self.server().request("GET", "/version"), pipeline)
+            entry = server.pipeline_entry(server.request("GET", "/version"), pipeline)
         except Exception as exc:
             entry = {"error": f"model server unreachable: {exc}"}
         if str(entry.get("failed_version")) == version:

@@ -146,13 +146,9 @@ class SmokeSample:
 
 
 def _json_value(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
     if hasattr(value, "item"):  # numpy scalars
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def smoke_sample(lake: Lake, tracking: Tracking, cfg: PipelineConfig, version: str, rows: int) -> SmokeSample:
