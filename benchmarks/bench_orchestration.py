@@ -21,12 +21,12 @@ run shows the load average. Airflow's part is split per task: the wait before it
 running), its start-up (DAG file parse) and execute(), from Airflow's timestamps and the task logs. At the
 end, fresh-process probes time what every task pays again and the plain process pays once.
 
-Every LocalExecutor task is a fork of a worker that has not imported pandas, scikit-learn, MLflow or skops,
-so each task imports them again. To measure a worker that preloads them, pass for example:
-  --airflow-setting AIRFLOW__SCHEDULER__MP_START_METHOD=forkserver
-  --airflow-setting AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD=airflow.sdk.execution_time.task_runner,\
-airflow.dag_processing.dagbag,airflow_mlops.factory,airflow_mlops.hooks,airflow_mlops.core.train_steps,\
-mlflow.sklearn,skops.io,sklearn.ensemble,pyarrow.parquet,matplotlib.figure
+The stack's scheduler runs LocalExecutor workers from a forkserver that preloads the ML stack
+(localstack.FORKSERVER_PRELOAD, core/preload.py), so a task is a fork that does not import pandas,
+scikit-learn, MLflow or skops again; the first task waits once while the forkserver imports them (the
+warm-up run). To measure without it (every task importing everything itself), pass
+  --airflow-setting AIRFLOW__SCHEDULER__MP_START_METHOD=fork
+The start-up probes at the end time those imports in a fresh process.
 """
 
 from __future__ import annotations
@@ -275,8 +275,8 @@ print("BENCH-PROBE", json.dumps([t1 - t0, t2 - t1, t3 - t2]))
 """One fresh process: import the task runner, parse the DAG file, import the training code (in that order)."""
 PROBE_NAMES = (
     "import the Task SDK runner (inherited from the worker: not paid per task)",
-    "parse the DAG file (paid by every task)",
-    "import the training code (paid by every task)",
+    "parse the DAG file (paid by every task: the preload imports the package, not the DAG file)",
+    "import the training code (preloaded by the forkserver; paid by every task without it)",
 )
 
 

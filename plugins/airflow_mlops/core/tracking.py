@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# skops looks up every object's module by walking sys.modules with getattr; inside Airflow that touches
+# Airflow's deprecated-import shims, which warn once per name (over a thousand log lines per save or load).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.io\._utils")
+
 TAG_PREFIX = "mlops."
 CHALLENGER = "challenger"
 CHAMPION = "champion"
