@@ -510,7 +510,8 @@ def main() -> None:
     print(
         f"monitor: window {mon.window_days} days, sources {mon.sources}, drift columns "
         f"{','.join(mon.drift.columns) or 'all model inputs'}, {mon.drift.numeric_method} "
-        f"{mon.drift.numeric_threshold} / {mon.drift.categorical_method} {mon.drift.categorical_threshold}, "
+        f"{mon.drift.numeric_threshold} / {mon.drift.categorical_method} {mon.drift.categorical_threshold}"
+        f"{f' (per column {mon.drift.thresholds})' if mon.drift.thresholds else ''}, "
         f"critical {mon.drift.critical}, share_threshold {mon.drift.share_threshold}; quality max_drop "
         f"{mon.quality.max_drop}, label_delay {mon.quality.label_delay_days} d, min_rows {mon.quality.min_rows}; "
         f"triggers {mon.retrain.triggers}, cooldown {mon.retrain.cooldown_days} d; "
