@@ -86,3 +86,40 @@ def test_stack_runs_ingest_backfill_through_the_scheduler(stack: ls.StackConfig)
     assert _alive(pids, leaders) == []
     assert ls.stack_processes(stack) == []
     assert [ls.running_pid(stack, name) for name in ls.COMPONENTS] == [None] * len(ls.COMPONENTS)
+
+
+@pytest.mark.timeout(2400)
+def test_main_job_closes_the_loop_through_the_scheduler(stack: ls.StackConfig) -> None:
+    """The main job on a short live range: first model, nightly ingest, score and monitor, then the drift the
+    monitor sees on the first live day (mid-February weather against the January reference) retrains and
+    redeploys through Airflow; the second live day falls in the cool-down."""
+    from mlflow import MlflowClient
+
+    from airflow_mlops import demo_loop
+
+    history_end, end = date(2013, 2, 14), date(2013, 2, 16)
+    report = demo_loop.run_loop(stack, PIPELINE, START, history_end, end)
+    assert report.failed() == []
+    runs = report.runs
+    live = {day: state for day, state in ls.run_days(runs[DAG_ID]).items() if day > history_end.isoformat()}
+    assert live == {"2013-02-15": "success", "2013-02-16": "success"}
+    train_ids = sorted(r["dag_run_id"] for r in runs[f"{PIPELINE}__train"])
+    assert len(train_ids) == 2 and "monitor__2013-02-15" in train_ids, train_ids
+    assert ls.summarize_runs(runs[f"{PIPELINE}__deploy"]) == {"success": 2}
+
+    client = MlflowClient(stack.mlflow_url)
+    name = pipeline_by_name(PIPELINE).train.model_name(PIPELINE)
+    assert client.get_model_version_by_alias(name, "champion").version == "2"
+    assert client.get_model_version_by_alias(name, "previous").version == "1"
+    status, served = ls.http_json(f"{stack.model_server_url}/health")
+    assert status == 200 and served["models"] == {PIPELINE: "2"}, served
+
+    experiment = client.get_experiment_by_name(f"{PIPELINE}-monitoring")
+    monitored = {
+        r.data.tags["mlops.monitor_ds"]: r.data.tags
+        for r in client.search_runs([experiment.experiment_id], max_results=100)
+    }
+    assert monitored["2013-02-15"]["mlops.outcome"] == "drift"
+    assert monitored["2013-02-15"]["mlops.retrain_triggered"] == "true"
+    assert all(tags["mlops.retrain_triggered"] == "false" for ds, tags in monitored.items() if ds != "2013-02-15")
+    assert "Champion history" in demo_loop.summary(stack, PIPELINE, report)
