@@ -106,9 +106,10 @@ def run_loop(
 
     t = time.monotonic()
     live = report.live
+    live_timeout = timeout + cfg.float_setting("MLOPS_DEMO_TIMEOUT_PER_DAY_SECONDS") * ((live[1] - live[0]).days + 1)
     print(f"\nloop: live days {live[0]}..{live[1]}: {dag['ingest']} each night; score and monitor follow each ingest")
-    ls.backfill_and_wait(cfg, dag["ingest"], live[0], live[1], reprocess=reprocess, timeout=timeout, api=api)
-    settle(cfg, api, [dag[k] for k in KINDS_AFTER_INGEST], timeout)
+    ls.backfill_and_wait(cfg, dag["ingest"], live[0], live[1], reprocess=reprocess, timeout=live_timeout, api=api)
+    settle(cfg, api, [dag[k] for k in KINDS_AFTER_INGEST], live_timeout)
     report.seconds["live days"] = time.monotonic() - t
     report.runs = {dag[k]: all_runs(api, dag[k]) for k in ("ingest", *KINDS_AFTER_INGEST)}
     report.seconds["total"] = time.monotonic() - t0

@@ -49,6 +49,7 @@ DEFAULTS = {
     "MLOPS_DEMO_HISTORY_END": "2013-02-14",
     "MLOPS_DEMO_END": "2013-03-07",
     "MLOPS_DEMO_TIMEOUT_SECONDS": "1800",
+    "MLOPS_DEMO_TIMEOUT_PER_DAY_SECONDS": "60",
     "MLOPS_BACKFILL_MAX_ACTIVE_RUNS": "2",
 }
 """Settings used when neither mlops.env nor the environment sets them."""
