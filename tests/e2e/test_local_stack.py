@@ -107,7 +107,7 @@ def test_main_job_closes_the_loop_through_the_scheduler(stack: ls.StackConfig) -
     assert len(train_ids) == 2 and "monitor__2013-02-15" in train_ids, train_ids
     assert ls.summarize_runs(runs[f"{PIPELINE}__deploy"]) == {"success": 2}
 
-    client = MlflowClient(stack.mlflow_url)
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)  # not a registry URI set by other tests
     name = pipeline_by_name(PIPELINE).train.model_name(PIPELINE)
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     assert client.get_model_version_by_alias(name, "previous").version == "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import threading
 import time
@@ -229,7 +230,9 @@ def test_version_that_fails_to_load_is_not_swapped_in(setup: Setup, server: Serv
         assert resp.status_code == 200 and resp.json()["model_version"] == "1"
         assert np.allclose(resp.json()["predictions"], offline(setup.models["1"], rows, setup.spec), atol=1e-12)
         metrics = requests.get(f"{server.url}/metrics", timeout=10).text
-        assert "mlops_model_load_failures_total 1" in metrics
+        # Counted once by the forced reload, and once more if the server's own poll saw the alias move first.
+        (failures,) = re.findall(r"^mlops_model_load_failures_total (\d+)$", metrics, re.MULTILINE)
+        assert int(failures) in (1, 2), metrics
         assert f'mlops_model_version{{pipeline="{PIPELINE}",model_name="{setup.name}"}} 1' in metrics
     finally:
         set_champion(setup, server, "1")
