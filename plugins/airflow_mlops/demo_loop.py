@@ -40,7 +40,7 @@ def ingest_history(cfg: ls.StackConfig, pipeline: str, start: date, end: date) -
 
 
 def all_runs(api: ls.AirflowApi, dag_id: str) -> list[dict[str, Any]]:
-    return list(api.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", order_by="run_after", limit=1000)["dag_runs"])
+    return api.list_all(f"/api/v2/dags/{dag_id}/dagRuns", "dag_runs", order_by="run_after")
 
 
 def trigger(api: ls.AirflowApi, dag_id: str, conf: dict[str, Any]) -> str:

@@ -825,6 +825,10 @@ class ApiError(StackError):
         self.detail = detail
 
 
+PAGE_SIZE = 100
+"""Items per request to a collection endpoint: Airflow's default maximum_page_limit."""
+
+
 class AirflowApi:
     """A small client of the Airflow 3 REST API, signed in as a SimpleAuthManager user.
 
@@ -879,6 +883,15 @@ class AirflowApi:
             self._token = None  # expired: sign in again once
             return self._send(method, full, body)
 
+    def list_all(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a collection endpoint, page after page (the API caps a page at 100 by default)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", path, limit=PAGE_SIZE, offset=len(items), **params)
+            items.extend(page[key])
+            if not page[key] or len(items) >= int(page.get("total_entries", 0)):
+                return items
+
     def dag(self, dag_id: str) -> dict[str, Any] | None:
         """The DAG as the API knows it, None if it isn't there (yet)."""
         try:
@@ -889,7 +902,7 @@ class AirflowApi:
             raise
 
     def import_errors(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v2/importErrors", limit=100)["import_errors"])
+        return self.list_all("/api/v2/importErrors", "import_errors")
 
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused}, update_mask="is_paused")
@@ -907,22 +920,20 @@ class AirflowApi:
         return dict(self.request("POST", "/api/v2/backfills", body))
 
     def backfills(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v2/backfills", dag_id=dag_id, limit=100)["backfills"])
+        return self.list_all("/api/v2/backfills", "backfills", dag_id=dag_id)
 
     def backfill(self, backfill_id: int) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v2/backfills/{backfill_id}"))
 
     def dag_runs(self, dag_id: str, start: date, end: date) -> list[dict[str, Any]]:
         """Runs of a DAG whose logical dates fall on the days start..end."""
-        answer = self.request(
-            "GET",
+        return self.list_all(
             f"/api/v2/dags/{dag_id}/dagRuns",
+            "dag_runs",
             logical_date_gte=f"{start.isoformat()}T00:00:00Z",
             logical_date_lte=f"{end.isoformat()}T23:59:59Z",
             order_by="logical_date",
-            limit=1000,
         )
-        return list(answer["dag_runs"])
 
 
 def api_for(cfg: StackConfig) -> AirflowApi:
