@@ -25,8 +25,8 @@ def _peak_mib() -> float:
 
 
 def measure(current_rows: int, reference_rows: int, sample_rows: int) -> dict[str, Any]:
-    from airflow_mlops.core.drift import detect_drift
-    from airflow_mlops.core.training import feature_spec
+    from airflow_mlops.core.monitor.drift import detect_drift
+    from airflow_mlops.core.train.training import feature_spec
     from tests.fixtures.training_data import day_range, flight_config, synthetic_features
 
     cfg = flight_config()

@@ -37,9 +37,9 @@ def _days(month: str) -> list[str]:
 
 def _ingest(days: list[str]) -> dict[str, Any]:
     from airflow_mlops import config, settings
-    from airflow_mlops.core import ingest_steps as steps
     from airflow_mlops.core.demo import feed_day
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.ingest.landing import steps as steps
+    from airflow_mlops.core.lake.storage import open_lake
 
     cfg = config.load_pipeline(settings.pipelines_dir() / "flight_delays.yaml")
     with tempfile.TemporaryDirectory() as tmp:

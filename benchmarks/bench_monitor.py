@@ -52,10 +52,10 @@ def _scores(frame: Any) -> Any:
 
 def prepare(root: Path, current_rows: int, reference_rows: int, inference_share: float) -> dict[str, Any]:
     """Write the window's partitions to a lake under `root`; save the reference sample next to it."""
-    from airflow_mlops import paths
-    from airflow_mlops.core.monitor import window_days
-    from airflow_mlops.core.storage import open_lake
-    from airflow_mlops.core.training import feature_spec
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.lake.storage import open_lake
+    from airflow_mlops.core.monitor.monitor import window_days
+    from airflow_mlops.core.train.training import feature_spec
     from tests.fixtures.training_data import day_range, flight_config, synthetic_features
 
     cfg = flight_config()
@@ -112,9 +112,9 @@ def prepare(root: Path, current_rows: int, reference_rows: int, inference_share:
 def measure(root: Path) -> dict[str, Any]:
     import pandas as pd
 
-    from airflow_mlops import paths
-    from airflow_mlops.core.monitor import Champion, render_monitor_html, run_checks
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.lake.storage import open_lake
+    from airflow_mlops.core.monitor.monitor import Champion, render_monitor_html, run_checks
     from tests.fixtures.training_data import flight_config
 
     started = time.perf_counter()
@@ -138,7 +138,7 @@ def measure(root: Path) -> dict[str, Any]:
     assert current is not None
     peak = _peak_mib()
     # Breakdown, after the peak was taken: reading and sampling the window alone, as run_checks did.
-    from airflow_mlops.core.monitor import load_current
+    from airflow_mlops.core.monitor.monitor import load_current
 
     started = time.perf_counter()
     load_current(lake, cfg, DS, list(current.rows.columns[:0]), [], "1")

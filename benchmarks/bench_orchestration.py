@@ -71,9 +71,9 @@ def child_main(spec: Mapping[str, Any]) -> None:
     """Body of the plain process: the three steps as the operators call them, timed; one JSON line on stdout."""
     spawned = float(spec["spawned"])
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core.storage import open_lake
-    from airflow_mlops.core.tracking import RunTags, Tracking
-    from airflow_mlops.core.train_steps import evaluate_step, register_step, train_step
+    from airflow_mlops.core.lake.storage import open_lake
+    from airflow_mlops.core.registry.tracking import RunTags, Tracking
+    from airflow_mlops.core.train.steps import evaluate_step, register_step, train_step
 
     cfg = pipeline_by_name(spec["pipeline"])
     lake = open_lake(spec["lake_root"])
@@ -231,11 +231,11 @@ def _finish_tail(api: Any, dag_id: str, run_id: str, timeout: float) -> str:
 
 def prepare_features(lake_root: str, pipeline: str, start: str, end: str) -> int:
     """Land the demo days and build their feature partitions with the core ingest functions (skips built days)."""
-    from airflow_mlops import paths
     from airflow_mlops.config import pipeline_by_name
     from airflow_mlops.core.demo import date_range, feed_range
-    from airflow_mlops.core.ingest_steps import build_feature_partition, ingest_source
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.ingest.steps import build_feature_partition, ingest_source
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.lake.storage import open_lake
 
     cfg = pipeline_by_name(pipeline)
     lake = open_lake(lake_root)
@@ -268,7 +268,7 @@ import airflow.sdk.execution_time.task_runner
 t1 = time.time()
 runpy.run_path({dag_file!r})
 t2 = time.time()
-import airflow_mlops.core.train_steps
+import airflow_mlops.core.train.steps
 t3 = time.time()
 print("BENCH-PROBE", json.dumps([t1 - t0, t2 - t1, t3 - t2]))
 """

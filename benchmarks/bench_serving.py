@@ -107,10 +107,10 @@ def main() -> None:
     import yaml
     from mlflow import MlflowClient
 
-    from airflow_mlops.config_training import TrainConfig
-    from airflow_mlops.core import training as tr
-    from airflow_mlops.core.storage import open_lake
-    from airflow_mlops.core.tracking import CHAMPION, Tracking, raw_rows
+    from airflow_mlops.config.train import TrainConfig
+    from airflow_mlops.core.lake.storage import open_lake
+    from airflow_mlops.core.registry.tracking import CHAMPION, Tracking, raw_rows
+    from airflow_mlops.core.train import training as tr
     from tests.fixtures.mlflow_server import MlflowServer, free_port
     from tests.fixtures.training_data import (
         FLIGHTS_YAML,

@@ -60,10 +60,10 @@ def main() -> None:
 
     import yaml
 
-    from airflow_mlops.config_training import TrainConfig
-    from airflow_mlops.core import training as tr
-    from airflow_mlops.core.storage import open_lake
-    from airflow_mlops.core.tracking import Lineage, RunTags, Tracking
+    from airflow_mlops.config.train import TrainConfig
+    from airflow_mlops.core.lake.storage import open_lake
+    from airflow_mlops.core.registry.tracking import Lineage, RunTags, Tracking
+    from airflow_mlops.core.train import training as tr
     from tests.airflow_mlops.test_config_training import FLIGHT_DELAYS_TRAIN
     from tests.fixtures.mlflow_server import MlflowServer
     from tests.fixtures.training_data import build_features, flight_config, write_partitions

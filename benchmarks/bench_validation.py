@@ -105,7 +105,7 @@ def measure(name: str, rows: int) -> dict[str, Any]:
     """Run one measurement in this process; return its figures."""
     import gc
 
-    from airflow_mlops.core.ingest import read_landing_csv
+    from airflow_mlops.core.ingest.landing import read_landing_csv
     from tests.fixtures.bad_corpus import real_day_csv
 
     cols = _columns()
@@ -116,7 +116,7 @@ def measure(name: str, rows: int) -> dict[str, Any]:
         out.update(rows=len(df), seconds=statistics.median(times), note="median of 5")
     elif name == "validate_day":
         from airflow_mlops import settings
-        from airflow_mlops.core.validation import date_parameters, validate_frame
+        from airflow_mlops.core.ingest.validation import date_parameters, validate_frame
 
         df = read_landing_csv(real_day_csv("flights", DS), cols, "flights.csv")
         suite = settings.expectations_dir() / "flights.json"
@@ -134,7 +134,7 @@ def measure(name: str, rows: int) -> dict[str, Any]:
         times, df = _timed(lambda: read_landing_csv(data, cols, "flights.csv"), repeat=1)
         out.update(rows=len(df), seconds=times[0], note=f"CSV {len(data) / 2**20:.0f} MiB; RSS before {base:.0f} MiB")
     elif name in ("validate_1m", "validate_1m_bad", "validate_1m_detailed"):
-        from airflow_mlops.core.validation import date_parameters, validate_frame
+        from airflow_mlops.core.ingest.validation import date_parameters, validate_frame
 
         data = _big_csv(rows)
         df = read_landing_csv(data, cols, "flights.csv")

@@ -46,8 +46,8 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
-    from airflow_mlops.config_training import TrainConfig
-    from airflow_mlops.core.storage import Lake
+    from airflow_mlops.config.train import TrainConfig
+    from airflow_mlops.core.lake.storage import Lake
 
 PIPELINE = "flight_delays"
 
@@ -68,9 +68,9 @@ class Day:
 
 def build_lake(lake: Lake, cfg: PipelineConfig, days: Sequence[str]) -> tuple[list[str], list[str], float]:
     """Land and ingest the days whose features partition is missing; (ingested, rejected, seconds)."""
-    from airflow_mlops import paths
     from airflow_mlops.core import demo
-    from airflow_mlops.core.ingest_steps import BatchRejected, ingest_day
+    from airflow_mlops.core.ingest.steps import BatchRejected, ingest_day
+    from airflow_mlops.core.lake import paths
 
     todo = [ds for ds in days if not lake.exists(lake.uri(paths.features(cfg.name, ds)))]
     rejected: list[str] = []
@@ -89,7 +89,7 @@ def build_lake(lake: Lake, cfg: PipelineConfig, days: Sequence[str]) -> tuple[li
 
 
 def load_day(lake: Lake, cfg: PipelineConfig, ds: str) -> Day | None:
-    from airflow_mlops import paths
+    from airflow_mlops.core.lake import paths
 
     uri = lake.uri(paths.features(cfg.name, ds))
     if not lake.exists(uri):
@@ -127,7 +127,7 @@ class Trainer:
     seconds: float = 0.0
 
     def window(self, end_ds: str) -> Any:
-        from airflow_mlops.core import training as tr
+        from airflow_mlops.core.train import training as tr
 
         span = (date.fromisoformat(end_ds) - date.fromisoformat(self.first_day)).days + 1
         days = min(self.train_cfg.window_days, span)
@@ -138,8 +138,8 @@ class Trainer:
     def train(self, end_ds: str, version: str, monitored: bool) -> Model:
         """What train_step computes: the fit; for a model the monitor watches, also what the training run records
         for it: the holdout metrics (evaluate_step's, the quality baseline) and the reference sample."""
-        from airflow_mlops.core import training as tr
-        from airflow_mlops.core.monitor import reference_sample
+        from airflow_mlops.core.monitor.monitor import reference_sample
+        from airflow_mlops.core.train import training as tr
 
         started = time.perf_counter()
         split, spec = self.window(end_ds)
@@ -157,7 +157,7 @@ class Trainer:
 
     def gates(self, challenger: Model, champion: Model) -> Any:
         """The train DAG's gates: the challenger against the champion on the challenger's holdout."""
-        from airflow_mlops.core import training as tr
+        from airflow_mlops.core.train import training as tr
 
         split, spec = self.window(challenger.end_ds)
         ch = tr.evaluate(challenger.model, split.holdout, self.train_cfg, spec)
@@ -166,7 +166,7 @@ class Trainer:
 
 
 def score(cfg: PipelineConfig, model: Model, day: Day) -> np.ndarray:
-    from airflow_mlops.core import training as tr
+    from airflow_mlops.core.train import training as tr
 
     spec = tr.feature_spec(cfg, day.features)
     with tr.thread_limit(cfg.train.model.threads):
@@ -228,8 +228,8 @@ def monitor_day(
     the earlier retrains as arguments). Without drift among retrain.triggers a drift result cannot change the
     retrain decision, so that case skips Evidently (the costly part) and assembles the same decision from the
     pure parts: load_current, assess_quality, cooldown_blocker, decide."""
-    from airflow_mlops.core.drift import InsufficientData
-    from airflow_mlops.core.monitor import assess_quality, cooldown_blocker, decide, load_current, run_checks
+    from airflow_mlops.core.monitor.drift import InsufficientData
+    from airflow_mlops.core.monitor.monitor import assess_quality, cooldown_blocker, decide, load_current, run_checks
 
     mon = cfg.monitor
     if "drift" in mon.retrain.triggers:
@@ -261,8 +261,8 @@ def run_monitor(
     During a cool-down the decision cannot be a retrain whatever the checks find, so those days are not
     checked unless `check_cooldown_days` (their outcome then shows in the log; the models are the same).
     """
-    from airflow_mlops import paths
-    from airflow_mlops.core.monitor import Champion, cooldown_blocker
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.monitor.monitor import Champion, cooldown_blocker
 
     lake = trainer.lake
     name = cfg.train.model_name(cfg.name)
@@ -352,7 +352,7 @@ def _dates(start: str, end: str) -> list[str]:
 
 def with_monitor(cfg: PipelineConfig, assignments: str) -> PipelineConfig:
     """The config with monitor settings replaced, e.g. `retrain.cooldown_days=7,quality.max_drop=0.03`."""
-    from airflow_mlops.config_monitor import MonitorConfig
+    from airflow_mlops.config.monitor import MonitorConfig
 
     data = cfg.monitor.model_dump()
     # Split on the commas that start a new KEY=, so JSON lists like ["drift","quality"] stay whole.
@@ -377,7 +377,7 @@ def with_monitor(cfg: PipelineConfig, assignments: str) -> PipelineConfig:
 
 
 def metric_of(cfg: PipelineConfig, y: np.ndarray, s: np.ndarray) -> float:
-    from airflow_mlops.core.training import compute_metrics
+    from airflow_mlops.core.train.training import compute_metrics
 
     if len(y) == 0:
         return math.nan
@@ -478,7 +478,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.lake.storage import open_lake
 
     total = time.perf_counter()
     cfg = pipeline_by_name(args.pipeline)

@@ -6,7 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from airflow_mlops import paths, settings
+from airflow_mlops import settings
+from airflow_mlops.core.lake import paths
 
 
 class CliError(Exception):
@@ -23,7 +24,7 @@ def _lake_root(args: argparse.Namespace) -> str:
 def _feed(args: argparse.Namespace) -> None:
     from airflow_mlops.config import PipelineConfigError, pipeline_by_name
     from airflow_mlops.core import demo
-    from airflow_mlops.core.storage import StorageError, open_lake
+    from airflow_mlops.core.lake.storage import StorageError, open_lake
 
     root = _lake_root(args)
     try:
@@ -52,8 +53,8 @@ def _feed(args: argparse.Namespace) -> None:
 def _ingest(args: argparse.Namespace) -> None:
     from airflow_mlops.config import PipelineConfigError, pipeline_by_name
     from airflow_mlops.core import demo
-    from airflow_mlops.core.ingest_steps import BatchRejected, ingest_day
-    from airflow_mlops.core.storage import StorageError, open_lake
+    from airflow_mlops.core.ingest.steps import BatchRejected, ingest_day
+    from airflow_mlops.core.lake.storage import StorageError, open_lake
 
     root = _lake_root(args)
     try:

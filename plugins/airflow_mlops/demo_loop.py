@@ -125,8 +125,8 @@ def summary(cfg: ls.StackConfig, pipeline: str, report: LoopReport) -> str:
     from mlflow import MlflowClient
 
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core import promotion
-    from airflow_mlops.core.tracking import Tracking
+    from airflow_mlops.core.registry import promotion
+    from airflow_mlops.core.registry.tracking import Tracking
 
     pcfg = pipeline_by_name(pipeline)
     name = pcfg.train.model_name(pipeline)

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
     from mlflow import MlflowClient
 
-    from airflow_mlops.core.storage import Lake
-    from airflow_mlops.core.tracking import RetryPolicy, Tracking
+    from airflow_mlops.core.lake.storage import Lake
+    from airflow_mlops.core.registry.tracking import RetryPolicy, Tracking
 
 
 class LakeConfigError(ValueError):
@@ -123,7 +123,7 @@ class LakeHook(BaseHook):
         return kwargs
 
     def _build(self, conn: Connection | None, extra: dict[str, Any]) -> Lake:
-        from airflow_mlops.core.storage import open_lake
+        from airflow_mlops.core.lake.storage import open_lake
 
         root = self._root(extra)
         lake = open_lake(root, self.s3_client_kwargs(conn, extra) if root.startswith("s3://") else None)
@@ -248,7 +248,7 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
 
     def get_tracking(self, retry: RetryPolicy | None = None) -> Tracking:
         """The project's MLflow operations (retrying, idempotent) against this server."""
-        from airflow_mlops.core.tracking import Tracking
+        from airflow_mlops.core.registry.tracking import Tracking
 
         self.export_credentials()
         return Tracking(self.get_tracking_uri(), self.get_registry_uri(), retry=retry, ui_url=self.extras.get("ui_url"))

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_mlops import paths, settings
+from airflow_mlops import settings
+from airflow_mlops.core.lake import paths
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator

@@ -301,7 +301,7 @@ def storage_connection(cfg: StackConfig) -> dict[str, Any]:
 FORKSERVER_PRELOAD = (
     "airflow.sdk.execution_time.task_runner",
     "airflow.dag_processing.dagbag",
-    "airflow_mlops.core.preload",
+    "airflow_mlops.preload",
 )
 """Modules the scheduler's forkserver imports before it forks executor workers (see core/preload.py)."""
 
@@ -1074,7 +1074,7 @@ def partition_dates(relative_paths: Iterable[str]) -> dict[str, list[str]]:
 
 def lake_partitions(cfg: StackConfig, zone: str, pipeline: str) -> dict[str, list[str]]:
     """Dated partitions per dataset in one zone of the stack's lake."""
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.lake.storage import open_lake
 
     s3 = cfg.s3_settings() if cfg.lake_root.startswith("s3://") else None
     lake = open_lake(cfg.lake_root, s3 or None)

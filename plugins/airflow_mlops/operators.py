@@ -15,8 +15,8 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
-    from airflow_mlops.core.storage import Lake
-    from airflow_mlops.core.tracking import RunTags, Tracking
+    from airflow_mlops.core.lake.storage import Lake
+    from airflow_mlops.core.registry.tracking import RunTags, Tracking
 
 
 def given(value: Any) -> bool:
@@ -69,7 +69,7 @@ class SourceOperator(PipelineOperator):
 
     def run_step(self, step: Callable[..., T], context: Context) -> T:
         """Run `step(lake, cfg, source, ds, run_context)`; a quarantined batch fails the task at once."""
-        from airflow_mlops.core.ingest_steps import BatchRejected
+        from airflow_mlops.core.ingest.steps import BatchRejected
 
         cfg, lake = self.config_and_lake()
         try:
@@ -83,7 +83,7 @@ class IngestSourceOperator(SourceOperator):
     """Copies the landing file of one source to raw/ as typed Parquet; an unreadable file is quarantined."""
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.ingest_steps import ingest_source
+        from airflow_mlops.core.ingest.steps import ingest_source
 
         result = self.run_step(ingest_source, context)
         self.log.info("Wrote %s rows to %s (content hash %s)", result.rows, result.uri, result.content_hash)
@@ -100,7 +100,7 @@ class ValidateSourceOperator(SourceOperator):
     operator_extra_links = (ValidationReportLink(),)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.ingest_steps import validate_source
+        from airflow_mlops.core.ingest.steps import validate_source
 
         result = self.run_step(validate_source, context)
         self.log.info("%s rows of %s passed validation; report: %s", result["rows"], self.source, result["report_uri"])
@@ -114,7 +114,7 @@ class BuildFeaturesOperator(PipelineOperator):
     """
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.ingest_steps import build_feature_partition
+        from airflow_mlops.core.ingest.steps import build_feature_partition
 
         cfg, lake = self.config_and_lake()
         result = build_feature_partition(lake, cfg, self.ds)
@@ -143,7 +143,7 @@ class MlflowPipelineOperator(PipelineOperator):
         return MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking()
 
     def run_tags(self, context: Context) -> RunTags:
-        from airflow_mlops.core.tracking import RunTags
+        from airflow_mlops.core.registry.tracking import RunTags
 
         ti = context["ti"]
         return RunTags(dag_id=ti.dag_id, run_id=ti.run_id, logical_date=self.ds, task=ti.task_id)
@@ -168,7 +168,7 @@ class TrainModelOperator(MlflowPipelineOperator):
         self.reason = reason
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.train_steps import train_step
+        from airflow_mlops.core.train.steps import train_step
 
         cfg, lake = self.config_and_lake()
         window_days = int(str(self.window_days)) if given(self.window_days) else cfg.train.window_days
@@ -205,7 +205,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
         self.force_reason = force_reason
 
     def force_request(self, context: Context) -> Any:
-        from airflow_mlops.core.training import ForceRequest
+        from airflow_mlops.core.train.training import ForceRequest
 
         if str(self.force).lower() not in ("true", "1", "yes"):
             return None
@@ -215,7 +215,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
         return ForceRequest(by=str(who), reason=str(self.force_reason))
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.train_steps import evaluate_step
+        from airflow_mlops.core.train.steps import evaluate_step
 
         cfg, lake = self.config_and_lake()
         trained = context["ti"].xcom_pull(task_ids=self.train_task_id)
@@ -247,7 +247,7 @@ class RegisterModelOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import conf
 
-        from airflow_mlops.core.train_steps import register_step
+        from airflow_mlops.core.train.steps import register_step
 
         cfg, _ = self.config_and_lake()
         ti = context["ti"]
@@ -274,7 +274,7 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_mlops.core.score_steps import NoChampion, score_partition
+        from airflow_mlops.core.score import NoChampion, score_partition
 
         dates = [str(self.ds)] if given(self.ds) else self.triggered_partitions(context)
         if not dates:
@@ -333,7 +333,7 @@ class DeployOperator(MlflowPipelineOperator):
     @staticmethod
     def who(context: Context) -> Any:
         """Who asked (the triggering user, or the DAG run that triggered this one), why, and this DAG run."""
-        from airflow_mlops.core.deploy_steps import Who
+        from airflow_mlops.core.deploy.steps import Who
 
         dag_run = context["dag_run"]
         conf = dict(getattr(dag_run, "conf", None) or {})
@@ -356,7 +356,7 @@ class CheckVersionOperator(DeployOperator):
         self.version = version
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.deploy_steps import DeployRefused, evidence, evidence_markdown
+        from airflow_mlops.core.deploy.steps import DeployRefused, evidence, evidence_markdown
 
         cfg, _ = self.config_and_lake()
         try:
@@ -373,7 +373,7 @@ class PromoteModelOperator(DeployOperator):
     registered model, and asks the model server to pick it up."""
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.deploy_steps import promote_step
+        from airflow_mlops.core.deploy.steps import promote_step
 
         cfg, _ = self.config_and_lake()
         checked = self.checked(context)
@@ -392,7 +392,7 @@ class SmokeTestOperator(DeployOperator):
     one prediction per row equal to the offline one, single-row p99 within budget. Fails without retries."""
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.deploy_steps import run_smoke_test, smoke_sample
+        from airflow_mlops.core.deploy.steps import run_smoke_test, smoke_sample
 
         cfg, lake = self.config_and_lake()
         version = self.checked(context)["version"]
@@ -416,8 +416,8 @@ class RollbackOperator(DeployOperator):
     model server serves it again, records the rollback, and fails the run naming why."""
 
     def execute(self, context: Context) -> None:
-        from airflow_mlops.core.deploy_steps import rollback_step
-        from airflow_mlops.core.tracking import CHAMPION
+        from airflow_mlops.core.deploy.steps import rollback_step
+        from airflow_mlops.core.registry.tracking import CHAMPION
 
         cfg, _ = self.config_and_lake()
         checked = context["ti"].xcom_pull(task_ids=self.check_task_id)
@@ -514,8 +514,8 @@ class MonitorOperator(MlflowPipelineOperator):
         return bool(ti.get_dr_count(dag_id=cfg.dag_id("train"), states=["queued", "running"]))
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops import paths
-        from airflow_mlops.core.monitor import monitor_step
+        from airflow_mlops.core.lake import paths
+        from airflow_mlops.core.monitor.monitor import monitor_step
         from airflow_mlops.links import lake_file_url
         from airflow_mlops.notifiers import MonitorAlertNotifier
 

@@ -43,8 +43,9 @@ class LandingFileSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _target(self) -> tuple[str, str, Any]:
-        from airflow_mlops import paths, settings
+        from airflow_mlops import settings
         from airflow_mlops.config import pipeline_by_name
+        from airflow_mlops.core.lake import paths
         from airflow_mlops.hooks import LakeHook
 
         cfg = pipeline_by_name(self.pipeline)

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from airflow_mlops.core import demo
-from airflow_mlops.core.storage import S3Lake
+from airflow_mlops.core.lake.storage import S3Lake
 from tests.conftest import run_cli
 
 
@@ -92,10 +92,10 @@ def test_feed_errors(tmp_path: Path) -> None:
 
 
 def test_ingest_builds_the_features_the_dag_would_and_stops_on_a_bad_batch(tmp_path: Path) -> None:
-    from airflow_mlops import paths
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core.ingest_steps import build_feature_partition
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.ingest.steps import build_feature_partition
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.lake.storage import open_lake
 
     root = tmp_path / "lake"
     run_cli(sys.executable, "-m", "airflow_mlops", "feed", "--pipeline", "flight_delays",
@@ -120,7 +120,7 @@ def test_ingest_builds_the_features_the_dag_would_and_stops_on_a_bad_batch(tmp_p
 
 
 def lake_hash(lake: Any, ds: str) -> str:
-    from airflow_mlops import paths
-    from airflow_mlops.core.hashing import frame_hash
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.lake.hashing import frame_hash
 
     return frame_hash(lake.read_parquet(lake.uri(paths.features("flight_delays", ds))))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from airflow_mlops.core.storage import Lake, LocalLake, S3Lake
+from airflow_mlops.core.lake.storage import Lake, LocalLake, S3Lake
 from airflow_mlops.hooks import LakeConfigError, LakeHook
 
 

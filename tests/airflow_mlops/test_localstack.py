@@ -174,7 +174,7 @@ def test_executor_workers_preload_the_ml_stack_unless_told_otherwise(tmp_path: P
     env = ls.stack_env(make_cfg(tmp_path), ls.ensure_secrets(make_cfg(tmp_path)))
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
     assert env["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"].split(",") == list(ls.FORKSERVER_PRELOAD)
-    assert "airflow_mlops.core.preload" in ls.FORKSERVER_PRELOAD
+    assert "airflow_mlops.preload" in ls.FORKSERVER_PRELOAD
 
     cfg = make_cfg(tmp_path, AIRFLOW__SCHEDULER__MP_START_METHOD="fork")
     assert ls.stack_env(cfg, ls.ensure_secrets(cfg))["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "fork"
@@ -187,7 +187,7 @@ def test_the_preload_imports_everything_and_leaves_a_forkable_process() -> None:
     probe = (
         "import importlib, sys, threading\n"
         f"for name in {list(ls.FORKSERVER_PRELOAD)!r}: importlib.import_module(name)\n"
-        "from airflow_mlops.core import preload\n"
+        "from airflow_mlops import preload\n"
         "missing = [m for m in preload.MODULES if m not in sys.modules]\n"
         "heavy = [m for m in ('pandas', 'sklearn', 'mlflow', 'skops', 'great_expectations', 'evidently')\n"
         "         if m not in sys.modules]\n"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from airflow_mlops import paths
+from airflow_mlops.core.lake import paths
 from airflow_mlops.triggers import LandingFileTrigger
 
 DS = "2013-03-01"
@@ -30,7 +30,7 @@ def landing(lake) -> str:
 
 
 def test_trigger_fires_when_the_file_lands(lake_root) -> None:
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.lake.storage import open_lake
 
     lake = open_lake(str(lake_root))
     trigger = LandingFileTrigger(uri=landing(lake), lake_conn_id="mlops_storage", poke_interval=0.2)
@@ -52,7 +52,7 @@ def test_trigger_fires_when_the_file_lands(lake_root) -> None:
 
 
 def test_sensor_defers_then_succeeds(airflow_db, lake_root, flights_cfg) -> None:
-    from airflow_mlops.core.storage import open_lake
+    from airflow_mlops.core.lake.storage import open_lake
 
     lake = open_lake(str(lake_root))
     timer = threading.Timer(4.0, lambda: lake.write_bytes(landing(lake), b"x\n"))

@@ -6,11 +6,12 @@ import mlflow
 import pytest
 import yaml
 
-from airflow_mlops import paths, settings
-from airflow_mlops.core import promotion
-from airflow_mlops.core import training as tr
-from airflow_mlops.core.storage import open_lake
-from airflow_mlops.core.tracking import CHAMPION, Tracking
+from airflow_mlops import settings
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.storage import open_lake
+from airflow_mlops.core.registry import promotion
+from airflow_mlops.core.registry.tracking import CHAMPION, Tracking
+from airflow_mlops.core.train import training as tr
 from tests.dags.test_train_dag import END, client, env, run_train, xcom  # noqa: F401  (env is a fixture)
 
 PIPELINE = "flight_delays"
@@ -138,7 +139,7 @@ def test_refuses_a_version_that_failed_its_gates(airflow_db, env) -> None:  # no
 
 def test_evidence_compares_with_the_champion_on_the_same_holdout(airflow_db, env) -> None:  # noqa: F811
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core.deploy_steps import evidence, evidence_markdown
+    from airflow_mlops.core.deploy.steps import evidence, evidence_markdown
 
     server, _ = env
     tracking = Tracking(server.uri)

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from airflow_mlops import paths
-from airflow_mlops.core.hashing import frame_hash
-from airflow_mlops.core.ingest_steps import landing_uri
+from airflow_mlops.core.ingest.steps import landing_uri
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.hashing import frame_hash
 from airflow_mlops.factory import build_ingest_dag
 from tests.fixtures.bad_corpus import BAD_CASES, EXPECTED
 

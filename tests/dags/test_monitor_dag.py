@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from airflow_mlops import paths, settings
-from airflow_mlops.core.storage import open_lake
+from airflow_mlops import settings
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.storage import open_lake
 from tests.dags.test_train_dag import client, env, run_train, xcom  # noqa: F401  (env is a fixture)
 from tests.fixtures.training_data import day_range, synthetic_features, write_partitions
 
@@ -24,8 +25,8 @@ def test_drift_triggers_one_retrain_with_reason_and_report(airflow_db, env) -> N
     from airflow.utils.session import create_session
 
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core.score_steps import score_partition
-    from airflow_mlops.core.tracking import Tracking
+    from airflow_mlops.core.registry.tracking import Tracking
+    from airflow_mlops.core.score import score_partition
 
     server, _ = env
     cfg = pipeline_by_name(PIPELINE)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from airflow_mlops import paths, settings
-from airflow_mlops.core.storage import open_lake
+from airflow_mlops import settings
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.storage import open_lake
 from tests.dags.test_train_dag import END, client, env, run_train  # noqa: F401  (env is a fixture)
 
 
@@ -33,8 +34,8 @@ def test_scores_with_the_champion_and_reruns_identically(airflow_db, env) -> Non
     assert result["rows"] == len(preds) == len(features) and set(preds["model_version"]) == {"1"}
 
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core import training as tr
-    from airflow_mlops.core.tracking import Tracking
+    from airflow_mlops.core.registry.tracking import Tracking
+    from airflow_mlops.core.train import training as tr
 
     cfg = pipeline_by_name("flight_delays")
     model = Tracking(server.uri).load_champion("flight_delays").model

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from airflow_mlops import settings
-from airflow_mlops.core.storage import open_lake
+from airflow_mlops.core.lake.storage import open_lake
 from tests.fixtures.training_data import day_range, synthetic_features, write_partitions
 
 END = "2013-03-20"
@@ -97,8 +97,8 @@ def test_first_run_registers_challenger_with_lineage_links_and_idempotent_rerun(
 
     # a retry or clear of the same DAG run's tasks: same MLflow run, no second version
     from airflow_mlops.config import pipeline_by_name
-    from airflow_mlops.core import train_steps
-    from airflow_mlops.core.tracking import RunTags, Tracking
+    from airflow_mlops.core.registry.tracking import RunTags, Tracking
+    from airflow_mlops.core.train import steps as train_steps
 
     cfg, tracking = pipeline_by_name("flight_delays"), Tracking(server.uri)
     lake = open_lake(str(settings.lake_root_from_env()))

@@ -10,9 +10,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from airflow_mlops import paths
 from airflow_mlops.config import PipelineConfig
-from airflow_mlops.core.storage import Lake
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.storage import Lake
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from airflow_mlops.core.validation import ValidationOutcome
+    from airflow_mlops.core.ingest.validation import ValidationOutcome
 
 Status = Literal["pass", "fail", "warn", "info"]
 

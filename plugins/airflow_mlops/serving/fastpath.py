@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_mlops.core import training
+from airflow_mlops.core.train import training
 
 # Largest integer every conversion path (float(), numpy, pandas) turns into the same float64; bigger ones go
 # the sklearn way, which decides what they mean.

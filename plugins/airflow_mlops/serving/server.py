@@ -30,9 +30,9 @@ import pandas as pd
 
 from airflow_mlops import settings
 from airflow_mlops.config import PipelineConfig, load_pipelines
-from airflow_mlops.core import training
-from airflow_mlops.core.storage import Lake, open_lake
-from airflow_mlops.core.tracking import CHAMPION, RetryPolicy, Tracking, load_local_model
+from airflow_mlops.core.lake.storage import Lake, open_lake
+from airflow_mlops.core.registry.tracking import CHAMPION, RetryPolicy, Tracking, load_local_model
+from airflow_mlops.core.train import training
 from airflow_mlops.serving import fastpath
 
 log = logging.getLogger("airflow_mlops.serving")

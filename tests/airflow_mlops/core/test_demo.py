@@ -14,7 +14,7 @@ import pytest
 
 from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core import demo
-from airflow_mlops.core.storage import Lake, open_lake
+from airflow_mlops.core.lake.storage import Lake, open_lake
 
 
 def original_lines(table: str) -> list[bytes]:

@@ -14,10 +14,10 @@ import pytest
 import skops.io
 
 from airflow_mlops.config import PipelineConfig
-from airflow_mlops.config_training import ModelConfig
-from airflow_mlops.core import training as tr
-from airflow_mlops.core.storage import open_lake
-from airflow_mlops.core.tracking import raw_rows
+from airflow_mlops.config.train import ModelConfig
+from airflow_mlops.core.lake.storage import open_lake
+from airflow_mlops.core.registry.tracking import raw_rows
+from airflow_mlops.core.train import training as tr
 from airflow_mlops.serving import fastpath
 from airflow_mlops.serving.server import ModelServer, RequestError, ServedModel, ServerSettings
 from tests.fixtures.training_data import day_range, flight_config, synthetic_features, write_partitions

@@ -21,10 +21,10 @@ import pytest
 import requests
 import yaml
 
-from airflow_mlops.config_training import TrainConfig
-from airflow_mlops.core import training as tr
-from airflow_mlops.core.storage import open_lake
-from airflow_mlops.core.tracking import CHAMPION, Tracking, raw_rows
+from airflow_mlops.config.train import TrainConfig
+from airflow_mlops.core.lake.storage import open_lake
+from airflow_mlops.core.registry.tracking import CHAMPION, Tracking, raw_rows
+from airflow_mlops.core.train import training as tr
 from tests.fixtures.model_server import AUTH, TOKEN, ModelServerProcess
 from tests.fixtures.training_data import FLIGHTS_YAML, day_range, flight_config, synthetic_features, write_partitions
 

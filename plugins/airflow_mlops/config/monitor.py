@@ -1,0 +1,112 @@
+"""The `monitor:` section of a pipeline config: window, drift, quality, alerts and the retrain trigger."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from airflow_mlops.config.schema import Strict
+
+NumericMethod = Literal["wasserstein", "ks", "psi", "kl_div", "jensenshannon", "anderson", "cramer_von_mises", "t_test"]
+CategoricalMethod = Literal["jensenshannon", "chisquare", "psi", "kl_div", "TVD", "z"]
+RetrainTrigger = Literal["drift", "quality"]
+MonitorSource = Literal["inference_log", "predictions"]
+
+
+def _all_triggers() -> list[RetrainTrigger]:
+    return ["drift", "quality"]
+
+
+def _all_sources() -> list[MonitorSource]:
+    return ["inference_log", "predictions"]
+
+
+class DriftConfig(Strict):
+    """Drift of production inputs against the champion's reference sample (Evidently DataDriftPreset)."""
+
+    columns: list[str] = Field(default_factory=list, description="Feature columns to check (empty: every model input).")
+    numeric_method: NumericMethod = Field(default="wasserstein", description="Stat test of numeric columns.")
+    numeric_threshold: float = Field(
+        default=0.1, gt=0, description="Its threshold (normed Wasserstein: distance in reference standard deviations)."
+    )
+    categorical_method: CategoricalMethod = Field(default="jensenshannon", description="Stat test of categories.")
+    categorical_threshold: float = Field(default=0.1, gt=0, description="Its threshold.")
+    methods: dict[str, str] = Field(default_factory=dict, description="{column: stat test} overriding the above.")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="{column: threshold} overriding the above.")
+    critical: list[str] = Field(
+        default_factory=list, description="Columns whose drift alone counts as drift of the data."
+    )
+    share_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="Drift of the data when this share of the checked columns drifted."
+    )
+    sample_rows: int = Field(
+        default=20000, ge=100, description="Rows sampled from each side, so time and memory stay bounded."
+    )
+    min_rows: int = Field(default=200, ge=1, description="Fewer current rows: insufficient data, no verdict.")
+
+
+class QualityConfig(Strict):
+    """Model quality on predictions whose labels have matured."""
+
+    label_delay_days: int = Field(
+        default=1, ge=0, description="Days after a prediction before its actual outcome is known."
+    )
+    max_drop: float = Field(
+        default=0.05,
+        gt=0,
+        description="Alarm when the primary metric is this much worse than the champion's holdout figure.",
+    )
+    min_rows: int = Field(default=500, ge=1, description="Fewer matured labelled rows: insufficient data.")
+
+
+class AlertsConfig(Strict):
+    """Where alerts go (the task log always gets them)."""
+
+    email: list[str] = Field(default_factory=list, description="Addresses mailed through Airflow's SMTP settings.")
+    webhook_conn_id: str | None = Field(
+        default=None, description="Airflow HTTP connection; the alert is POSTed to it as JSON."
+    )
+
+
+class RetrainConfig(Strict):
+    """When the monitor triggers `<p>__train`."""
+
+    enabled: bool = Field(default=True, description="Trigger a retrain when drift or the quality drop alarms.")
+    triggers: list[RetrainTrigger] = Field(default_factory=_all_triggers, description="Which alarms trigger a retrain.")
+    cooldown_days: int = Field(
+        default=7, ge=0, description="No new retrain for this many days after one (one episode, one retrain)."
+    )
+
+
+class MonitorConfig(Strict):
+    """The `<p>__monitor` DAG."""
+
+    schedule: str | None = Field(
+        default=None,
+        description=(
+            "Cron or preset; null: after every ingest, once scored (the Asset <p>.predictions; <p>.features"
+            " when predictions are not among the sources)."
+        ),
+    )
+    window_days: int = Field(default=7, ge=1, description="Days of production inputs checked up to the logical date.")
+    sources: list[MonitorSource] = Field(
+        default_factory=_all_sources,
+        description="Production inputs: requests to the model server and batch-scored partitions.",
+    )
+    reference_rows: int = Field(
+        default=20000, ge=100, description="Rows of the training window kept as the reference sample of a model."
+    )
+    drift: DriftConfig = DriftConfig()
+    quality: QualityConfig = QualityConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment of the monitor runs; default: `<pipeline>-monitoring`."
+    )
+
+    @model_validator(mode="after")
+    def _sources(self) -> MonitorConfig:
+        if not self.sources:
+            raise ValueError("sources: name at least one of inference_log, predictions")
+        return self

@@ -1,0 +1,209 @@
+"""The `train:` section of a pipeline config: window, split, model, search, metric, gates and registration."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from airflow_mlops.config.schema import Name, Strict
+
+Scalar = str | int | float | bool | None
+MetricName = Literal["roc_auc", "average_precision", "log_loss", "brier", "accuracy", "f1", "precision", "recall"]
+METRIC_NAMES: tuple[str, ...] = (
+    "roc_auc",
+    "average_precision",
+    "log_loss",
+    "brier",
+    "accuracy",
+    "f1",
+    "precision",
+    "recall",
+)
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+"""Metrics where a smaller value is better; the gates compare them the other way round."""
+
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+class Distribution(Strict):
+    """A distribution to sample one hyper-parameter from in the random search."""
+
+    dist: Literal["uniform", "loguniform", "randint"] = Field(
+        description="uniform and loguniform give floats in [low, high]; randint gives integers in [low, high]."
+    )
+    low: float = Field(description="Lower bound of the sampled values.")
+    high: float = Field(description="Upper bound of the sampled values (greater than low).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Distribution:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.dist == "loguniform" and self.low <= 0:
+            raise ValueError("loguniform needs low > 0")
+        if self.dist == "randint" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("randint needs integer bounds")
+        return self
+
+
+class SearchConfig(Strict):
+    """An optional small random search; candidates are ranked on the validation days."""
+
+    params: dict[str, list[Scalar] | Distribution] = Field(
+        min_length=1, description="{estimator parameter: list of values or a distribution}."
+    )
+    n_iter: int = Field(
+        default=8, ge=1, le=200, description="Candidates to try at most (the configured params are one more)."
+    )
+    max_seconds: float = Field(default=300, gt=0, description="Stop starting new candidates after this long.")
+
+    @field_validator("params")
+    @classmethod
+    def _non_empty_lists(cls, value: dict[str, list[Scalar] | Distribution]) -> dict[str, list[Scalar] | Distribution]:
+        for name, choices in value.items():
+            if isinstance(choices, list) and not choices:
+                raise ValueError(f"{name}: give at least one value")
+        return value
+
+
+class ModelConfig(Strict):
+    """The estimator and the preprocessing around it; the logged model takes raw feature rows."""
+
+    estimator: str = Field(
+        default="sklearn.ensemble.HistGradientBoostingClassifier",
+        description="Import path of a scikit-learn compatible classifier with predict_proba.",
+    )
+    params: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="Estimator parameters.")
+    categorical: Literal["native", "ordinal", "onehot"] = Field(
+        default="native",
+        description=(
+            "native: ordinal codes declared as categorical to an estimator with `categorical_features`"
+            " (HistGradientBoosting); ordinal: codes as numbers; onehot: one column per frequent value."
+        ),
+    )
+    numeric_impute: Literal["none", "median", "mean"] = Field(
+        default="none", description="Fill missing numbers (none: the estimator handles NaN itself)."
+    )
+    scale_numeric: bool = Field(default=False, description="Standardise numeric columns (linear models).")
+    min_category_frequency: int = Field(
+        default=1, ge=1, description="onehot: values seen fewer times in training share one 'infrequent' column."
+    )
+    refit_with_validation: bool = Field(
+        default=True, description="Refit the selected parameters on train + validation days before the holdout."
+    )
+    threads: int | None = Field(
+        default=1,
+        ge=1,
+        description=(
+            "OpenMP/BLAS threads for fit, scoring and importance; 1 avoids the heavy slowdown of spinning"
+            " threads when several tasks share a worker's cores; null: all cores."
+        ),
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Types to trust when saving/loading the skops model, beyond the project allow-list.",
+    )
+
+    @field_validator("estimator")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not _IMPORT_PATH.match(value):
+            raise ValueError(f"{value!r} is not an import path like package.module.Class")
+        return value
+
+    @field_validator("trusted_types")
+    @classmethod
+    def _type_paths(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not _IMPORT_PATH.match(item):
+                raise ValueError(f"{item!r} is not a type path like package.module.Class")
+        return value
+
+
+class MetricConfig(Strict):
+    """The metric that ranks models and the threshold of the label metrics."""
+
+    primary: MetricName = Field(default="roc_auc", description="Ranks search candidates and drives the gates.")
+    threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Probability from which a row is predicted positive (accuracy, f1, ...)."
+    )
+
+
+class GatesConfig(Strict):
+    """Quality gates a challenger must pass to get the `challenger` alias; null disables a gate."""
+
+    min_primary: float | None = Field(
+        default=0.6, description="Floor of the primary metric on the holdout (a ceiling for log_loss and brier)."
+    )
+    min_improvement: float | None = Field(
+        default=0.0,
+        description=(
+            "Challenger minus champion on the same holdout, in the metric's better direction; a negative"
+            " value tolerates a small regression. Skipped on the first run (no champion)."
+        ),
+    )
+    max_slice_disparity: float | None = Field(
+        default=0.25, ge=0, description="Largest allowed gap of the primary metric between slices of one column."
+    )
+    slice_columns: list[str] = Field(default_factory=list, description="Columns whose values are the slices.")
+    min_slice_rows: int = Field(
+        default=200, ge=1, description="Slices with fewer holdout rows are reported, not gated."
+    )
+
+
+class TrainConfig(Strict):
+    """The `<p>__train` DAG."""
+
+    schedule: str | None = Field(
+        default="@weekly", description="Cron or preset; null: only triggered (monitor, by hand)."
+    )
+    window_days: int = Field(default=60, ge=3, le=3660, description="Days of features up to the logical date.")
+    validation_days: int = Field(default=7, ge=0, description="Days before the holdout used to rank search candidates.")
+    holdout_days: int = Field(default=7, ge=1, description="Latest days of the window, scored for the gates.")
+    min_rows: int = Field(default=1000, ge=1, description="Fewest labelled rows in the window to train at all.")
+    model: ModelConfig = ModelConfig()
+    search: SearchConfig | None = None
+    seed: int = Field(default=42, ge=0, description="Seed of the estimator, the search and the importance sampling.")
+    metric: MetricConfig = MetricConfig()
+    gates: GatesConfig = GatesConfig()
+    registered_model_name: Name | None = Field(
+        default=None, description="MLflow registered model; default: the pipeline name."
+    )
+    trigger_deploy: bool = Field(default=False, description="Trigger <p>__deploy with the version when the gates pass.")
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> TrainConfig:
+        needed = self.validation_days + self.holdout_days + 1
+        if self.window_days < needed:
+            raise ValueError(
+                f"window_days ({self.window_days}) must leave at least one training day after "
+                f"validation_days ({self.validation_days}) and holdout_days ({self.holdout_days}): use >= {needed}"
+            )
+        if self.search is not None and self.validation_days == 0:
+            raise ValueError("search needs validation_days >= 1 (candidates are ranked on the validation days)")
+        return self
+
+    def model_name(self, pipeline: str) -> str:
+        """Registered model name in MLflow."""
+        return self.registered_model_name or pipeline
+
+
+def train_cross_check(
+    train: TrainConfig, feature_columns: list[str], key_columns: list[str]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems of a train section against the pipeline's columns, as (key path, message) pairs.
+
+    `PipelineConfig` calls it from its cross-reference check so the error names the key.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    usable = [*feature_columns, *key_columns]
+    for i, col in enumerate(train.gates.slice_columns):
+        if col not in usable:
+            problems.append(
+                (
+                    ("train", "gates", "slice_columns", i),
+                    f"column {col!r} is not a feature or key column ({', '.join(usable)})",
+                )
+            )
+    return problems

@@ -1,0 +1,1 @@
+"""Deployment: smoke test and rollback decisions."""

@@ -1,0 +1,200 @@
+"""The steps of `<p>__deploy`: resolve and check the version, promote it, smoke-test it, roll it back."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_mlops.config import PipelineConfig
+from airflow_mlops.core.deploy.smoke import Predict, SmokeResult, smoke_test
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.storage import Lake
+from airflow_mlops.core.registry import promotion
+from airflow_mlops.core.registry.tracking import CHALLENGER, CHAMPION, TAG_PREFIX, Tracking, metric_key
+from airflow_mlops.core.train import training as tr
+
+
+class DeployRefused(ValueError):
+    """The version cannot be deployed (unknown, failed its gates, already rolled back): the message says why."""
+
+
+@dataclass(frozen=True)
+class Who:
+    """Who asked for the deployment and why, and the DAG run doing it (one audit record per action and run)."""
+
+    who: str
+    why: str
+    dag_run_id: str
+
+
+def _version(tracking: Tracking, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    def get() -> Any:
+        try:
+            return tracking.client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise DeployRefused(f"model {name!r} has no version {version!r}") from exc
+            raise
+
+    return tracking._retry(get, f"get {name} v{version}")
+
+
+def resolve_version(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> str:
+    """The version to deploy: the one asked for, else the current `challenger`."""
+    name = cfg.train.model_name(cfg.name)
+    if requested:
+        return str(requested)
+    challenger = tracking.alias_version(name, CHALLENGER)
+    if challenger is None:
+        raise DeployRefused(f"no version given and model {name!r} has no {CHALLENGER!r} alias: nothing to deploy")
+    return challenger
+
+
+def evidence(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> dict[str, Any]:
+    """What a reviewer needs to approve a version: its metrics against the champion's, gates, card and links.
+
+    Raises DeployRefused for a version that must not go out: unknown, failed its gates (without force),
+    or one that was already rolled back.
+    """
+    name = cfg.train.model_name(cfg.name)
+    version = resolve_version(tracking, cfg, requested)
+    mv = _version(tracking, name, version)
+    tags = dict(mv.tags or {})
+    if tags.get(f"{TAG_PREFIX}gate_passed") != "true" and f"{TAG_PREFIX}force_by" not in tags:
+        reason = (
+            tags.get(f"{TAG_PREFIX}not_promoted_reason") or tags.get(f"{TAG_PREFIX}gate_reason") or "no gate record"
+        )
+        raise DeployRefused(f"{name} v{version} did not pass the quality gates: {reason}")
+    if f"{TAG_PREFIX}rolled_back" in tags:
+        raise DeployRefused(f"{name} v{version} was rolled back before: {tags[f'{TAG_PREFIX}rolled_back']}")
+    champion = tracking.alias_version(name, CHAMPION)
+    primary = cfg.train.metric.primary
+    metrics: dict[str, Any] = {}
+    if mv.run_id:
+        run = tracking._retry(lambda: tracking.client.get_run(mv.run_id), f"get run {mv.run_id}")
+        logged = run.data.metrics
+        for key in (primary, "rows"):
+            metrics[f"challenger.{key}"] = logged.get(metric_key("holdout", key))
+            metrics[f"champion.{key}"] = logged.get(metric_key("champion.holdout", key))
+    return {
+        "model_name": name,
+        "version": version,
+        "champion_before": champion,
+        "primary_metric": primary,
+        "metrics": metrics,
+        "gate_outcome": tags.get(f"{TAG_PREFIX}gate_outcome"),
+        "gate_reason": tags.get(f"{TAG_PREFIX}gate_reason"),
+        "forced_by": tags.get(f"{TAG_PREFIX}force_by"),
+        "window": tags.get(f"{TAG_PREFIX}window"),
+        "content_hash": tags.get(f"{TAG_PREFIX}content_hash"),
+        "training_run_url": tracking.run_url(mv.run_id) if mv.run_id else None,
+        "version_url": tracking.version_url(name, version),
+        "airflow_run_url": tags.get(f"{TAG_PREFIX}airflow_run_url"),
+    }
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def evidence_markdown(ev: dict[str, Any]) -> str:
+    """The approval form's body: the version against the champion on the same holdout, and where to read more."""
+    m, primary = ev["metrics"], ev["primary_metric"]
+    champion = f"v{ev['champion_before']}" if ev["champion_before"] else "none (first deployment)"
+    lines = [
+        f"**{ev['model_name']} v{ev['version']}** to replace champion {champion}.",
+        "",
+        f"| on the same holdout | {primary} | rows |",
+        "|---|---|---|",
+        f"| candidate v{ev['version']} | {_fmt(m.get(f'challenger.{primary}'))} | {_fmt(m.get('challenger.rows'))} |",
+        f"| champion {champion} | {_fmt(m.get(f'champion.{primary}'))} | {_fmt(m.get('champion.rows'))} |",
+        "",
+        f"Gates: **{ev['gate_outcome']}**: {ev['gate_reason']}",
+    ]
+    if ev.get("forced_by"):
+        lines.append(f"Gates overridden by {ev['forced_by']}.")
+    lines += [
+        f"Training data: {ev['window']} (content hash `{ev['content_hash']}`).",
+        "",
+        f"[Model card and version]({ev['version_url']}) · [Training run]({ev['training_run_url']})",
+    ]
+    return "\n".join(lines)
+
+
+def promote_step(tracking: Tracking, cfg: PipelineConfig, version: str, who: Who) -> dict[str, Any]:
+    """Move `champion` to the version (the old one becomes `previous`) and keep the audit record."""
+    name = cfg.train.model_name(cfg.name)
+    record = promotion.promote(tracking, name, version, who=who.who, why=who.why, dag_run_id=who.dag_run_id)
+    return {
+        "model_name": name,
+        "version": version,
+        "replaced": record.replaced,
+        "audit": record.tag_key(),
+        "version_url": tracking.version_url(name, version),
+    }
+
+
+@dataclass(frozen=True)
+class SmokeSample:
+    """Holdout rows of a version's training window as the server takes them, and its offline predictions."""
+
+    rows: list[dict[str, Any]]
+    expected: list[float]
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def smoke_sample(lake: Lake, tracking: Tracking, cfg: PipelineConfig, version: str, rows: int) -> SmokeSample:
+    """A seeded sample of the version's holdout days, scored offline by the registered model itself."""
+    import pandas as pd
+
+    name = cfg.train.model_name(cfg.name)
+    tags = dict(_version(tracking, name, version).tags or {})
+    partitions = sorted(p for p in tags.get(f"{TAG_PREFIX}partitions", "").split(",") if p)
+    if not partitions:
+        raise DeployRefused(f"{name} v{version} records no training partitions: cannot pick smoke-test rows")
+    holdout = partitions[-cfg.train.holdout_days :]
+    frame = pd.concat([lake.read_parquet(lake.uri(paths.features(cfg.name, ds))) for ds in holdout], ignore_index=True)
+    spec = tr.feature_spec(cfg, frame)
+    sample = frame.sample(n=min(rows, len(frame)), random_state=cfg.train.seed)[spec.columns].reset_index(drop=True)
+    for col in spec.categorical:  # the server takes strings or null for categories
+        sample[col] = (
+            sample[col].astype("object").where(sample[col].notna(), None).map(lambda v: None if v is None else str(v))
+        )
+    model = tracking.load_model(f"models:/{name}/{version}", cfg.train.model.trusted_types)
+    with tr.thread_limit(cfg.train.model.threads):
+        expected = tr.positive_scores(model, sample).tolist()
+    records = [{str(k): _json_value(v) for k, v in row.items()} for row in sample.to_dict("records")]
+    return SmokeSample(records, [float(e) for e in expected])
+
+
+def run_smoke_test(sample: SmokeSample, predict: Predict, version: str, cfg: PipelineConfig) -> SmokeResult:
+    """The smoke test of the served version with the pipeline's settings."""
+    smoke = cfg.deploy.smoke
+    return smoke_test(
+        predict,
+        sample.rows,
+        sample.expected,
+        version,
+        latency_budget_ms=smoke.latency_budget_ms,
+        tolerance=smoke.tolerance,
+        latency_requests=smoke.latency_requests,
+    )
+
+
+def rollback_step(
+    tracking: Tracking, cfg: PipelineConfig, failed: str, to_version: str | None, who: Who
+) -> dict[str, Any]:
+    """Put `champion` back on the version it had before this deployment, mark the failed one, keep the record."""
+    name = cfg.train.model_name(cfg.name)
+    if failed == to_version:
+        raise ValueError(f"cannot roll back {name} v{failed} onto itself")
+    record = promotion.rollback(tracking, name, failed, to_version, who=who.who, why=who.why, dag_run_id=who.dag_run_id)
+    return {"model_name": name, "failed": failed, "champion": to_version, "audit": record.tag_key()}

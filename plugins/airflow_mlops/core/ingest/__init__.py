@@ -1,0 +1,1 @@
+"""Ingest: landing files, validation with Great Expectations, features."""

@@ -1,0 +1,1 @@
+"""Monitoring: drift, quality on matured labels, the retrain decision and its report."""

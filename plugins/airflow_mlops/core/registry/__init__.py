@@ -1,0 +1,1 @@
+"""MLflow tracking and registry: runs, lineage, promotion and audit, model loading."""

@@ -1,0 +1,1 @@
+"""Training: window and split, estimators, evaluation and gates, model card."""

@@ -1,0 +1,1 @@
+"""The Airflow plugin: routes on the API server, extra links."""

@@ -1,0 +1,506 @@
+"""The monitor against a real MLflow server and real Evidently: planted drift, quality drop, cool-down, no data."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from airflow_mlops.config import PipelineConfig, parse_pipeline
+from airflow_mlops.core.lake import paths
+from airflow_mlops.core.lake.storage import Lake, open_lake
+from airflow_mlops.core.monitor.drift import InsufficientData
+from airflow_mlops.core.monitor.monitor import monitor as mon
+from airflow_mlops.core.registry.tracking import CHAMPION, RunTags, Tracking, raw_rows
+from airflow_mlops.core.score import score_partition
+from airflow_mlops.core.train import training as tr
+from airflow_mlops.core.train.steps import evaluate_step, register_step, train_step
+from tests.fixtures.training_data import FLIGHTS_YAML, day_range, synthetic_features, write_partitions
+
+TRAIN_END = "2013-03-20"
+DS = "2013-03-27"  # the monitored window is 2013-03-21..27: the week after the champion's training window
+WINDOW = day_range("2013-03-21", 7)
+ROWS_PER_DAY = 400  # predictions of the score DAG
+REQUESTS_PER_DAY = 200  # rows sent to the model server
+
+
+def make_config(model_name: str, monitor: dict[str, Any] | None = None) -> PipelineConfig:
+    """The shipped flight_delays config with a small training section, its own model and monitor experiment."""
+    data = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
+    data["train"].update(
+        window_days=20,
+        validation_days=3,
+        holdout_days=4,
+        min_rows=100,
+        search=None,
+        registered_model_name=model_name,
+        model={**data["train"]["model"], "params": {"max_iter": 15}},
+    )
+    data["train"]["gates"].update(min_slice_rows=40)
+    data["monitor"] = {
+        "window_days": 7,
+        "drift": {"critical": ["temp", "carrier"], "share_threshold": 0.3},
+        "quality": {"label_delay_days": 1, "max_drop": 0.05, "min_rows": 500},
+        "retrain": {"triggers": ["drift", "quality"], "cooldown_days": 3},
+        "experiment": f"monitor-{uuid.uuid4().hex[:8]}",  # each test its own cool-down history
+        **(monitor or {}),
+    }
+    return parse_pipeline(yaml.safe_dump(data), str(FLIGHTS_YAML))
+
+
+@dataclass
+class Champion:
+    cfg: PipelineConfig
+    tracking: Tracking
+    version: str
+    model: Any
+    spec: tr.FeatureSpec
+    reference: pd.DataFrame
+    holdout_auc: float
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """A champion trained by the train steps on 20 synthetic days up to TRAIN_END (reference sample included)."""
+    cfg = make_config(f"monitored_{uuid.uuid4().hex[:8]}")
+    lake = open_lake(str(tmp_path_factory.mktemp("train-lake")))
+    write_partitions(lake, cfg, synthetic_features(cfg, day_range("2013-03-01", 20), rows_per_day=200, seed=7))
+    tracking = Tracking(mlflow_server)
+    tags = RunTags(f"{cfg.name}__train", f"manual__{uuid.uuid4().hex}", TRAIN_END, "train")
+    trained = train_step(lake, cfg, tracking, tags, TRAIN_END, 20, "monitor tests")
+    evaluated = evaluate_step(lake, cfg, tracking, tags, trained, None)
+    registered = register_step(cfg, tracking, tags, trained, evaluated, None)
+    name = cfg.train.model_name(cfg.name)
+    tracking.client.set_registered_model_alias(name, CHAMPION, registered["version"])
+    loaded = tracking.load_champion(name)
+    assert loaded is not None
+    reference = tracking.load_reference(trained["mlflow_run_id"])
+    assert reference is not None
+    return Champion(
+        cfg,
+        tracking,
+        registered["version"],
+        loaded.model,
+        tr.feature_spec(cfg, reference),
+        reference,
+        evaluated["challenger"]["metrics"]["roc_auc"],
+    )
+
+
+def with_monitor(champion: Champion, **changes: Any) -> PipelineConfig:
+    """The champion's config with a fresh monitor experiment and the given monitor settings."""
+    data = champion.cfg.model_dump(mode="json")
+    data["monitor"].update(changes, experiment=f"monitor-{uuid.uuid4().hex[:8]}")
+    return PipelineConfig.model_validate(data)
+
+
+def current_rows(
+    champion: Champion, days: list[str], rows_per_day: int, seed: int, temp_sds: float = 0.0, b6_share: float = 0.0
+) -> pd.DataFrame:
+    """Production feature rows of `days`: temp shifted by `temp_sds` reference SDs, a share of flights moved to B6."""
+    cfg = champion.cfg
+    frame = synthetic_features(cfg, days, rows_per_day=rows_per_day, seed=seed)
+    frame["temp"] = frame["temp"] + temp_sds * float(champion.reference["temp"].std())
+    if b6_share:
+        moved = np.random.default_rng(seed + 1).random(len(frame)) < b6_share
+        frame.loc[moved, "carrier"] = "B6"
+    return frame
+
+
+def write_window(
+    lake: Lake,
+    champion: Champion,
+    cfg: PipelineConfig,
+    days: list[str] = WINDOW,
+    seed: int = 100,
+    temp_sds: float = 0.0,
+    b6_share: float = 0.0,
+    rows_per_day: int = ROWS_PER_DAY,
+    requests_per_day: int = REQUESTS_PER_DAY,
+) -> None:
+    """Features and the champion's batch predictions (score step) and model-server requests (inference log)."""
+    features = current_rows(champion, days, rows_per_day, seed, temp_sds, b6_share)
+    write_partitions(lake, cfg, features)
+    for ds in days:
+        score_partition(lake, cfg, champion.tracking, ds)
+    if requests_per_day:
+        log_requests(lake, champion, cfg, current_rows(champion, days, requests_per_day, seed + 50, temp_sds, b6_share))
+
+
+def log_requests(lake: Lake, champion: Champion, cfg: PipelineConfig, frame: pd.DataFrame) -> None:
+    """Rows sent to the model server as JSON, scored and logged by its own inference log writer."""
+    from airflow_mlops.serving.server import InferenceLog, ServedModel
+
+    spec = champion.spec
+    served = ServedModel(
+        cfg.name,
+        cfg.train.model_name(cfg.name),
+        champion.version,
+        None,
+        champion.model,
+        tuple(spec.categorical),
+        tuple(spec.numeric),
+        "",
+    )
+    writer = InferenceLog(lake, flush_rows=10**9)
+    for ds, day in frame.groupby("ds", sort=True):
+        records = json.loads(raw_rows(day, spec).to_json(orient="records"))  # as a client sends them
+        at = datetime.fromisoformat(f"{ds}T12:00:00").replace(tzinfo=UTC)
+        for start in range(0, len(records), 50):
+            rows = records[start : start + 50]
+            scores = tr.positive_scores(champion.model, pd.DataFrame.from_records(rows, columns=list(served.columns)))
+            writer.add(cfg.name, served, uuid.uuid4().hex, at, rows, scores)
+        writer.flush()
+
+
+def run_monitor(
+    lake: Lake, champion: Champion, cfg: PipelineConfig, ds: str = DS, run_id: str | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    tags = RunTags(f"{cfg.name}__monitor", run_id or f"scheduled__{ds}T00:00:00+00:00", ds, "monitor")
+    result = mon.monitor_step(lake, cfg, champion.tracking, tags, ds, **kwargs)
+    assert json.loads(json.dumps(result)) == result  # JSON-able for XCom
+    return result
+
+
+@pytest.fixture()
+def lake(tmp_path: Path) -> Lake:
+    return open_lake(str(tmp_path / "lake"))
+
+
+# Drift ------------------------------------------------------------------------------------------------------
+
+
+def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion)
+    write_window(lake, champion, cfg)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "ok" and result["retrain"] is False and result["alarms"] == []
+    assert result["champion_version"] == champion.version and result["insufficient"] == {}
+    assert result["rows_seen"] == {"inference_log": 7 * REQUESTS_PER_DAY, "predictions": 7 * ROWS_PER_DAY}
+    assert result["rows"] == 7 * (REQUESTS_PER_DAY + ROWS_PER_DAY)  # below drift.sample_rows: every row
+    drift, quality = result["drift"], result["quality"]
+    assert drift["drifted"] is False and "temp" not in drift["drifted_columns"]
+    assert quality["metric"] == "roc_auc" and quality["degraded"] is False
+    assert quality["baseline"] == pytest.approx(champion.holdout_auc)
+    assert quality["days"] == WINDOW[:-1]  # label_delay_days 1: the last day has not matured
+    # rows of the 6 matured days whose label is known (the synthetic data leaves about 3% unknown)
+    assert 0.9 * 6 * ROWS_PER_DAY < quality["rows"] < 6 * ROWS_PER_DAY
+    assert any(r.startswith("no drift:") for r in result["reasons"])
+    assert any(r.startswith("quality ok: roc_auc") for r in result["reasons"])
+
+    report = lake.read_text(result["report_uri"])
+    assert result["report_uri"] == lake.uri(paths.monitor_report(cfg.name, DS))
+    assert "Monitor of flight_delays for 2013-03-27" in report and "Evidently data drift report" in report
+    assert "Quality on matured labels" in report and result["mlflow_run_url"] in report
+
+    run = champion.tracking.client.get_run(result["mlflow_run_id"])
+    assert run.data.tags[mon.TAG_OUTCOME] == "ok" and run.data.tags[mon.TAG_RETRAIN] == "false"
+    assert run.data.tags[mon.TAG_MONITOR_DS] == DS and run.data.tags[mon.TAG_PIPELINE] == cfg.name
+    assert run.data.metrics["quality.roc_auc"] == pytest.approx(quality["value"])
+    assert run.data.metrics["drift.score.temp"] == pytest.approx(drift["columns"]["temp"]["score"])
+    history = champion.tracking.client.get_metric_history(result["mlflow_run_id"], "drift.share")
+    assert {m.step for m in history} == {mon.metric_step(DS)} == {(pd.Timestamp(DS) - pd.Timestamp(0)).days}
+    experiment = champion.tracking.client.get_experiment_by_name(cfg.monitor.experiment)
+    assert experiment is not None and run.info.experiment_id == experiment.experiment_id
+
+    again = run_monitor(lake, champion, cfg)
+    assert again == result  # same MLflow run, same figures, same report
+    # The same page in the same place; only the ids Evidently draws for its widgets differ.
+    assert lake.read_text(result["report_uri"]).split("<iframe")[0] == report.split("<iframe")[0]
+    assert lake.list(lake.uri("reports")) == [result["report_uri"]]
+
+
+def test_a_0_3_sd_shift_of_a_numeric_feature_triggers_a_retrain(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion)
+    write_window(lake, champion, cfg, temp_sds=0.3)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "drift" and result["alarms"] == ["drift"] and result["retrain"] is True
+    assert result["drift"]["critical_drifted"] == ["temp"]
+    assert result["drift"]["columns"]["temp"]["score"] >= 0.2
+    assert result["retrain_reason"].startswith("monitor: drift: critical column(s) temp drifted")
+    assert any(r.startswith("retrain: triggering flight_delays__train") for r in result["reasons"])
+    assert champion.tracking.client.get_run(result["mlflow_run_id"]).data.tags[mon.TAG_RETRAIN] == "true"
+
+
+def test_a_changed_category_mix_triggers_a_retrain(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion)
+    write_window(lake, champion, cfg, b6_share=0.4)
+    result = run_monitor(lake, champion, cfg)
+    # The moved flights keep their old outcomes, so quality may suffer too: drift must be among the alarms.
+    assert "drift" in result["alarms"] and result["retrain"] is True
+    assert result["drift"]["critical_drifted"] == ["carrier"]
+    assert "carrier jensenshannon" in result["retrain_reason"]
+
+
+def test_a_0_05_sd_shift_does_not_trigger(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion)
+    write_window(lake, champion, cfg, temp_sds=0.05)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "ok" and result["retrain"] is False
+    assert result["drift"]["columns"]["temp"]["drifted"] is False
+
+
+def test_one_drift_episode_gives_one_retrain_per_cooldown(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, window_days=3, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
+    write_window(lake, champion, cfg, days=day_range("2013-03-21", 10), temp_sds=0.5, requests_per_day=0)
+    first = run_monitor(lake, champion, cfg, ds="2013-03-23")
+    assert first["outcome"] == "drift" and first["retrain"] is True
+
+    within = run_monitor(lake, champion, cfg, ds="2013-03-26")  # 3 days later: cooldown_days is 3
+    assert within["outcome"] == "drift" and within["retrain"] is False
+    (why,) = [r for r in within["reasons"] if r.startswith("no retrain")]
+    assert f"cool-down: the monitor run of 2013-03-23 (MLflow run {first['mlflow_run_id']})" in why
+
+    rerun = run_monitor(lake, champion, cfg, ds="2013-03-23")  # the same DAG run again: its own trigger holds
+    assert rerun["retrain"] is True and rerun["mlflow_run_id"] == first["mlflow_run_id"]
+
+    after = run_monitor(lake, champion, cfg, ds="2013-03-27")  # 4 days after the retrain
+    assert after["outcome"] == "drift" and after["retrain"] is True
+
+
+def test_an_active_train_run_suppresses_the_trigger(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
+    write_window(lake, champion, cfg, temp_sds=0.5, requests_per_day=0)
+    result = run_monitor(lake, champion, cfg, train_active=True)
+    assert result["outcome"] == "drift" and result["retrain"] is False and result["retrain_reason"] == ""
+    assert "no retrain: a flight_delays__train run is already active" in result["reasons"]
+    tags = champion.tracking.client.get_run(result["mlflow_run_id"]).data.tags
+    assert tags[mon.TAG_RETRAIN] == "false"  # so it holds back no later trigger
+
+
+def test_retrain_disabled_or_not_a_trigger(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(
+        champion,
+        drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]},
+        retrain={"triggers": ["quality"]},
+    )
+    write_window(lake, champion, cfg, temp_sds=0.5, requests_per_day=0)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "drift" and result["retrain"] is False
+    assert "no retrain: alarm(s) drift not in monitor.retrain.triggers (quality)" in result["reasons"]
+
+
+# Quality ----------------------------------------------------------------------------------------------------
+
+
+def test_degraded_labels_are_a_quality_drop_that_triggers_a_retrain(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
+    write_window(lake, champion, cfg, requests_per_day=0)
+    # The outcomes turn out otherwise than the champion learnt: half the labels are flipped.
+    label = cfg.features.label.name
+    rng = np.random.default_rng(5)
+    for ds in WINDOW:
+        uri = lake.uri(paths.features(cfg.name, ds))
+        part = lake.read_parquet(uri)
+        flip = pd.Series(rng.random(len(part)) < 0.5)
+        part[label] = part[label].mask(flip, ~part[label])
+        lake.write_parquet(uri, part)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "quality_drop" and result["alarms"] == ["quality"] and result["retrain"] is True
+    quality = result["quality"]
+    assert quality["degraded"] is True and quality["drop"] > 0.1
+    assert quality["value"] == pytest.approx(quality["baseline"] - quality["drop"])
+    assert result["retrain_reason"].startswith("monitor: quality drop: roc_auc ")
+    assert result["drift"]["drifted"] is False
+
+
+def frame_of(labels: list[int], scores: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({mon.PREDICTION: np.asarray(scores, dtype="float64"), mon.LABEL: np.asarray(labels, "int8")})
+
+
+def test_assess_quality_in_both_metric_directions(champion: Champion) -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.3).astype(int)
+    good = np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.2, len(y)), 0.01, 0.99)
+    cfg = champion.cfg
+    baselines = {"roc_auc": 0.9, "log_loss": 0.3}
+    result = mon.assess_quality(frame_of(y.tolist(), good.tolist()), cfg, baselines, "3", ["2013-03-21"])
+    auc = tr.compute_metrics(y, good, 0.5)["roc_auc"]
+    assert result.value == pytest.approx(auc) and result.drop == pytest.approx(0.9 - auc)
+    assert result.degraded == (0.9 - auc > 0.05)
+
+    data = cfg.model_dump(mode="json")
+    data["train"]["metric"]["primary"] = "log_loss"
+    lower = PipelineConfig.model_validate(data)
+    loss = tr.compute_metrics(y, good, 0.5)["log_loss"]
+    worse = mon.assess_quality(frame_of(y.tolist(), good.tolist()), lower, {"log_loss": loss - 0.1}, "3", ["d"])
+    assert worse.drop == pytest.approx(0.1) and worse.degraded  # a higher loss is worse
+    better = mon.assess_quality(frame_of(y.tolist(), good.tolist()), lower, {"log_loss": loss + 0.1}, "3", ["d"])
+    assert better.drop == pytest.approx(-0.1) and not better.degraded
+
+    with pytest.raises(InsufficientData, match=r"quality\.min_rows is 500"):
+        mon.assess_quality(frame_of(y[:100].tolist(), good[:100].tolist()), cfg, baselines, "3", ["d"])
+    with pytest.raises(InsufficientData, match="no holdout roc_auc"):
+        mon.assess_quality(frame_of(y.tolist(), good.tolist()), cfg, {}, "3", ["d"])
+    with pytest.raises(InsufficientData, match="every label is 0"):
+        mon.assess_quality(frame_of([0] * 600, [0.2] * 600), cfg, baselines, "3", ["d"])
+
+
+# Insufficient data and no champion ------------------------------------------------------------------------
+
+
+def test_no_production_data_is_insufficient_data(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "insufficient_data" and result["retrain"] is False and result["alarms"] == []
+    assert result["insufficient"]["drift"] == (
+        "no inference log and no predictions in the window 2013-03-21..2013-03-27"
+    )
+    assert "quality.min_rows is 500" in result["insufficient"]["quality"]
+    assert result["drift"] is None and result["quality"] is None and result["rows"] == 0
+    assert "INSUFFICIENT DATA" in lake.read_text(result["report_uri"])
+
+
+def test_too_few_rows_is_insufficient_data(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion)
+    write_window(lake, champion, cfg, days=WINDOW[-3:], rows_per_day=20, requests_per_day=10)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "insufficient_data" and result["retrain"] is False
+    assert result["rows_seen"] == {"inference_log": 30, "predictions": 60}
+    assert "too few rows to judge drift: reference" in result["insufficient"]["drift"]
+    assert "current 90 (need 200 each)" in result["insufficient"]["drift"]
+
+
+def test_no_matured_labels_is_insufficient_data(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
+    write_window(lake, champion, cfg, requests_per_day=0)
+    label = cfg.features.label.name
+    for ds in WINDOW:  # the outcomes of the week are not known yet
+        uri = lake.uri(paths.features(cfg.name, ds))
+        lake.write_parquet(uri, lake.read_parquet(uri).assign(**{label: pd.array([pd.NA] * ROWS_PER_DAY, "boolean")}))
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "insufficient_data" and result["retrain"] is False
+    assert result["drift"] is not None and result["drift"]["drifted"] is False
+    why = result["insufficient"]["quality"]
+    assert why.startswith("0 matured labelled row(s) predicted by champion v")
+    assert f"{6 * ROWS_PER_DAY} without a known label yet" in why
+
+    late = with_monitor(champion, quality={"label_delay_days": 7})
+    result = run_monitor(lake, champion, late)
+    assert "no day of the window has matured labels" in result["insufficient"]["quality"]
+
+
+def test_no_champion_is_its_own_outcome(lake: Lake, champion: Champion) -> None:
+    data = champion.cfg.model_dump(mode="json")
+    data["train"]["registered_model_name"] = f"never_deployed_{uuid.uuid4().hex[:8]}"
+    cfg = PipelineConfig.model_validate(data)
+    write_window(lake, champion, champion.cfg, days=WINDOW[-1:], requests_per_day=0)
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "no_champion" and result["retrain"] is False and result["champion_version"] is None
+    assert "has no version with alias 'champion'" in result["reasons"][0]
+    assert lake.exists(result["report_uri"])
+    assert champion.tracking.client.get_run(result["mlflow_run_id"]).data.tags[mon.TAG_OUTCOME] == "no_champion"
+
+
+# Plain parts ------------------------------------------------------------------------------------------------
+
+
+def test_row_sample_is_uniform_bounded_and_deterministic() -> None:
+    def sample(seed: int) -> pd.DataFrame:
+        s = mon.RowSample(1000, seed)
+        for part in range(50):
+            s.add(pd.DataFrame({"v": np.arange(part * 400, (part + 1) * 400)}), f"part-{part}")
+            assert s._held <= 2 * 1000 + 400
+        assert s.seen == 20000
+        return s.frame(["v"])
+
+    first = sample(1)
+    assert len(first) == 1000 and first["v"].is_unique
+    assert sample(1)["v"].tolist() == first["v"].tolist()
+    assert sample(2)["v"].tolist() != first["v"].tolist()
+    # uniform over the parts: each tenth of the rows holds about a tenth of the sample
+    counts = np.bincount(first["v"].to_numpy() // 2000, minlength=10)
+    assert counts.min() > 60 and counts.max() < 140
+    assert mon.RowSample(10, 0).frame(["a", "b"]).columns.tolist() == ["a", "b"]
+
+
+def test_predictions_join_their_features_by_position_or_by_key() -> None:
+    keys = ["carrier", "flight", "time_hour"]
+    features = pd.DataFrame(
+        {"carrier": ["AA", "AA", "B6"], "flight": [1, 1, 2], "time_hour": [5, 5, 6], "temp": [1.0, 2.0, 3.0]}
+    )
+    predictions = features[keys].assign(prediction=[0.1, 0.2, 0.3])
+    notes: list[str] = []
+    by_position = mon._join_features(predictions, features, keys, notes, "d")
+    assert by_position["temp"].tolist() == [1.0, 2.0, 3.0]  # repeated keys still join row by row
+    shuffled = predictions.iloc[[2, 0]]
+    by_key = mon._join_features(shuffled, features, keys, notes, "d")
+    # the repeated key (AA, 1, 5) is ambiguous: left out rather than given the wrong features
+    assert by_key[["carrier", "temp", "prediction"]].values.tolist() == [["B6", 3.0, 0.3]]
+    assert mon._join_features(predictions, None, keys, notes, "d").empty and notes == []
+    assert mon._join_features(predictions, features.drop(columns="flight"), keys, notes, "d").empty
+    assert notes == ["d: cannot join predictions to features: no column(s) flight"]
+
+
+def test_cooldown_blocker_window() -> None:
+    previous = [("2013-03-10", "a"), ("2013-03-14", "b"), ("not a date", "c"), ("2013-03-20", "later")]
+    assert mon.cooldown_blocker("2013-03-17", previous, 3) == ("2013-03-14", "b")
+    assert mon.cooldown_blocker("2013-03-18", previous, 3) is None  # 4 days after the last retrain
+    assert mon.cooldown_blocker("2013-03-14", previous, 3) == ("2013-03-14", "b")  # another DAG run, same day
+    assert mon.cooldown_blocker("2013-03-17", previous, 0) is None
+    assert mon.window_days("2013-03-02", 3) == ["2013-02-28", "2013-03-01", "2013-03-02"]
+    assert mon.metric_step("1970-01-02") == 1
+
+
+def test_reference_columns_are_a_sample_of_the_training_days(champion: Champion) -> None:
+    ref = champion.reference
+    cfg = champion.cfg
+    assert {"ds", *cfg.features.key, cfg.features.timestamp, *champion.spec.columns, "delayed", "prediction"} <= set(
+        ref.columns
+    )
+    assert ref["ds"].max() == "2013-03-16"  # train + validation days: the 4 holdout days are left out
+    offline = tr.positive_scores(champion.model, ref[champion.spec.columns])
+    np.testing.assert_allclose(ref["prediction"].to_numpy(), offline)
+    assert not math.isnan(float(ref["prediction"].mean()))
+
+
+def test_decide_outcome_precedence_and_retrain_rules() -> None:
+    from airflow_mlops.core.monitor.drift import ColumnDrift, DriftResult
+
+    cfg = make_config("decide")
+    drifted = DriftResult(
+        drifted=True,
+        share=0.5,
+        share_threshold=0.3,
+        columns={
+            "temp": ColumnDrift("wasserstein", 0.4, 0.1, True),
+            "hour": ColumnDrift("wasserstein", 0.0, 0.1, False),
+        },
+        rows_reference=1000,
+        rows_current=1000,
+    )
+    degraded = mon.QualityResult(
+        "roc_auc", 0.6, 0.7, 0.1, 0.05, True, 900, 300, "2", ["2013-03-21"], {"roc_auc": 0.6}, {"roc_auc": 0.7}
+    )
+    both = mon.decide(cfg, drifted, degraded, {}, blocker=None, train_active=False)
+    assert both.outcome == "quality_drop" and both.alarms == ["drift", "quality"] and both.retrain
+    assert both.retrain_reason.startswith("monitor: drift: 1 of 2 columns drifted (50%, share_threshold 30%)")
+    assert "; quality drop: roc_auc 0.600 on 900 matured rows" in both.retrain_reason
+
+    # An alarm outranks missing data for the other check; missing data alone is its own outcome.
+    partial = mon.decide(cfg, drifted, None, {"quality": "no labels"}, blocker=None, train_active=False)
+    assert partial.outcome == "drift" and "insufficient data for quality: no labels" in partial.reasons
+    missing = mon.decide(cfg, None, None, {"drift": "no rows"}, blocker=None, train_active=False)
+    assert missing.outcome == "insufficient_data" and not missing.retrain and missing.alarms == []
+
+    disabled = cfg.model_copy(
+        update={
+            "monitor": cfg.monitor.model_copy(
+                update={"retrain": cfg.monitor.retrain.model_copy(update={"enabled": False})}
+            )
+        }
+    )
+    off = mon.decide(disabled, drifted, None, {}, blocker=None, train_active=False)
+    assert off.outcome == "drift" and not off.retrain and "no retrain: monitor.retrain.enabled is false" in off.reasons
+    held = mon.decide(cfg, drifted, None, {}, blocker=("2013-03-20", "abc"), train_active=False)
+    assert not held.retrain and held.retrain_reason == ""
+    assert any("cool-down: the monitor run of 2013-03-20 (MLflow run abc)" in r for r in held.reasons)

@@ -1,0 +1,89 @@
+"""The plugin's report route on a real Airflow API app: served to signed-in readers only."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_mlops.core.lake import paths
+
+REPORT = paths.validation_report("flight_delays", "flights", "2013-01-01")
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db):
+    from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+
+    app = create_app(apps="core")
+    manager = get_auth_manager()
+    tokens = {
+        role or "none": manager.generate_jwt(SimpleAuthManagerUser(username=f"u-{role}", role=role))
+        for role in ("admin", "viewer", None)
+    }
+    with TestClient(app) as client:
+        yield client, tokens
+    purge_cached_app()
+
+
+@pytest.fixture()
+def lake(lake_root):
+    from airflow_mlops.core.lake.storage import open_lake
+
+    lake = open_lake(str(lake_root))
+    lake.write_text(lake.uri(REPORT), "<html><body>report <b>ok</b></body></html>")
+    lake.write_bytes(lake.uri("raw/flight_delays/flights/date=2013-01-01/flights.parquet"), b"PAR1")
+    lake.write_bytes(lake.uri("quarantine/flight_delays/flights/date=2013-01-01/flights.parquet"), b"PAR1")
+    return lake
+
+
+def get(api, path: str, token: str | None = None, cookie: bool = False):
+    client, _ = api
+    client.cookies.clear()
+    headers = {}
+    if token and cookie:
+        from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+        client.cookies.set(COOKIE_NAME_JWT_TOKEN, token)
+    elif token:
+        headers["Authorization"] = f"Bearer {token}"
+    return client.get(f"/mlops/lake/{path}", headers=headers)
+
+
+def test_signed_in_reader_gets_the_report(api, lake) -> None:
+    _, tokens = api
+    for role in ("admin", "viewer"):
+        resp = get(api, REPORT, tokens[role])
+        assert resp.status_code == 200, resp.text
+        assert "report <b>ok</b>" in resp.text and resp.headers["content-type"].startswith("text/html")
+    # the UI's session cookie works too, so a click on the task's extra link opens the report
+    assert get(api, REPORT, tokens["admin"], cookie=True).status_code == 200
+
+
+def test_anonymous_and_unauthorised_are_refused(api, lake) -> None:
+    _, tokens = api
+    assert get(api, REPORT).status_code == 401
+    assert get(api, REPORT, "not-a-token").status_code in (401, 403)
+    assert get(api, REPORT, tokens["none"]).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "raw/flight_delays/flights/date=2013-01-01/flights.parquet",  # data zones are never served
+        "reports/../raw/flight_delays/flights/date=2013-01-01/flights.parquet",
+        "reports/flight_delays/../../raw/x",
+        "reports/flight_delays/validation/flights/date=2013-01-09/report.html",  # absent
+        "reports",
+    ],
+)
+def test_only_existing_files_of_browsable_zones(api, lake, path: str) -> None:
+    _, tokens = api
+    assert get(api, path, tokens["admin"]).status_code == 404
+
+
+def test_quarantined_data_downloads(api, lake) -> None:
+    _, tokens = api
+    resp = get(api, "quarantine/flight_delays/flights/date=2013-01-01/flights.parquet", tokens["admin"])
+    assert resp.status_code == 200 and resp.content == b"PAR1"
+    assert "attachment" in resp.headers["content-disposition"]
