@@ -1,4 +1,4 @@
-"""The DAGs of every pipeline in include/pipelines/: one YAML file per pipeline, nothing else."""
+"""The DAGs of every pipeline in the [mlops] pipelines folder: one YAML file per pipeline, nothing else."""
 
 from airflow_mlops.factory import build_all
 

@@ -314,50 +314,17 @@ def example_error(text: str) -> str:
 
 # Deployment settings -----------------------------------------------------------------------------
 
-ENV_VARS: dict[str, tuple[str, str]] = {
-    settings.ENV_LAKE_ROOT: (
-        "none",
-        "Lake root (a local folder or `s3://bucket/prefix`) when the storage connection has no `lake_root` extra "
-        "or does not exist; the connection's extra wins when both are set.",
-    ),
-    settings.ENV_PIPELINES_DIR: (
-        "`<checkout>/include/pipelines`",
-        "Folder scanned for `<name>.yaml` pipeline files, at parse time and by every task.",
-    ),
-    settings.ENV_EXPECTATIONS_DIR: (
-        "`<checkout>/include/expectations`",
-        "Folder of the Great Expectations suites named by `sources.<name>.suite`.",
-    ),
-    settings.ENV_STORAGE_CONN_ID: (
-        f"`{settings.DEFAULT_STORAGE_CONN_ID}`",
-        "Airflow connection of the lake (below). Operators and sensors also take `lake_conn_id=`.",
-    ),
-    settings.ENV_MLFLOW_CONN_ID: (
-        f"`{settings.DEFAULT_MLFLOW_CONN_ID}`",
-        "Airflow connection of the MLflow tracking server (below).",
-    ),
-    settings.ENV_MODEL_SERVER_CONN_ID: (
-        f"`{settings.DEFAULT_MODEL_SERVER_CONN_ID}`",
-        "Airflow connection of the model server (http: host and port; the password is the API token).",
-    ),
-    settings.ENV_REPORTS_BASE_URL: (
-        "`/mlops`",
-        "Base of the report links on tasks (`<base>/lake/<path>`). The plugin always mounts its routes at "
-        "`/mlops` on the API server; set this when the API server is reached under a path prefix, "
-        "e.g. `/airflow/mlops`.",
-    ),
-}
-"""The environment variables of settings.py; the generator refuses to run when one is missing here."""
 
+def render_settings() -> str:
+    """The [mlops] options of settings.SETTINGS: option, variable, default, meaning."""
 
-def render_env_vars() -> str:
-    declared = {v for k, v in vars(settings).items() if k.startswith("ENV_") and isinstance(v, str)}
-    if declared != set(ENV_VARS):
-        raise SchemaRenderError(
-            f"settings.py declares {sorted(declared)} but ENV_VARS in {__file__} describes {sorted(ENV_VARS)}"
-        )
-    rows = [f"| `{name}` | {default} | {md_text(text)} |" for name, (default, text) in ENV_VARS.items()]
-    return "\n".join(["| Variable | Default | Meaning |", "|---|---|---|", *rows])
+    def default(s: settings.Setting) -> str:
+        if s.default:
+            return f"`{s.default}`"
+        return "see meaning" if "Default:" in s.description else "none"
+
+    rows = [f"| `{s.key}` | `{s.env}` | {default(s)} | {md_text(s.description)} |" for s in settings.SETTINGS]
+    return "\n".join(["| `[mlops]` option | Variable | Default | Meaning |", "|---|---|---|---|", *rows])
 
 
 def render_stack_settings(text: str) -> str:
@@ -409,8 +376,9 @@ Two kinds of settings drive airflow-mlops:
 - **one YAML file per pipeline**, `include/pipelines/<name>.yaml`, written by whoever owns the model: its
   sources, schedules, features and the rest of its lifecycle ([the pipeline file](#the-pipeline-file),
   [reference](#reference), [annotated example](#annotated-example));
-- **the deployment's settings**, set once by whoever runs Airflow: environment variables, two Airflow
-  connections and, for the local stack, `mlops.env` ([deployment settings](#deployment-settings)).
+- **the deployment's settings**, set once by whoever runs Airflow: the `[mlops]` section of Airflow's
+  configuration (or `MLOPS_*` variables), three Airflow connections and, for the local stack, `mlops.env`
+  ([deployment settings](#deployment-settings)).
 
 The reference and the example below are generated from the schema itself (the pydantic models under
 `plugins/airflow_mlops/`) and from `include/pipelines/flight_delays.yaml`, `mlops.env` and
@@ -419,7 +387,7 @@ regenerated with `%REGENERATE%`. Which DAGs exist today is in [architecture.md](
 
 ## The pipeline file
 
-- **One file, one pipeline.** `include/pipelines/<name>.yaml` (the folder is `MLOPS_PIPELINES_DIR`);
+- **One file, one pipeline.** `include/pipelines/<name>.yaml` (the folder is the `pipelines_dir` setting);
   `name` inside must equal the file name. A `.yml` file is reported as an error, not loaded.
 - **Strict.** An unknown or misspelt key is an error, never ignored. A key repeated in one mapping is an
   error (YAML would keep the last). YAML 1.1 reads unquoted `on`, `off`, `yes` and `no` as booleans: such
@@ -445,8 +413,8 @@ regenerated with `%REGENERATE%`. Which DAGs exist today is in [architecture.md](
 The reference gives each key's type and bounds; these rules across keys are checked too, when the file is
 loaded:
 
-- `sources.<name>.suite` must be a file in the expectations folder (`include/expectations/`, or
-  `MLOPS_EXPECTATIONS_DIR`).
+- `sources.<name>.suite` must be a file in the expectations folder (`include/expectations/`, or the
+  `expectations_dir` setting).
 - `sources.<name>.path` must be relative, without `..`, and may hold no placeholder but `{ds}`. With
   `{ds}` (replaced by the logical date, `YYYY-MM-DD`) the source is *partitioned*: one file lands per
   logical date. Without it the source is a reference table: the same landing file is waited for, copied
@@ -488,30 +456,42 @@ schema added as a comment line above it (the file's own comments are kept):
 DEPLOYMENT = """\
 ## Deployment settings
 
-### Environment variables
+### `[mlops]` settings
 
-Read by the package in every Airflow component (`plugins/airflow_mlops/settings.py`); an empty value
-counts as unset. `<checkout>` is the folder holding `plugins/airflow_mlops/`: with the package installed
-from the checkout (editable) or imported from Airflow's plugins folder, the defaults point into it; with a
-copy installed elsewhere, set both folders.
+Read by the package in every Airflow component and task (`plugins/airflow_mlops/settings.py`), from the
+`[mlops]` section of Airflow's configuration: `airflow.cfg`, or `AIRFLOW__MLOPS__<OPTION>` in the
+environment (with Airflow's `_CMD` and `_SECRET` forms), like any Airflow option. Each option also has a
+variable `MLOPS_<OPTION>`, which **wins over the section** when both are set. An empty value counts as
+unset. `airflow config list` shows the section with these descriptions (the package declares it in its
+provider info). The `python -m airflow_mlops` commands read it too; the model server, which does not load
+Airflow, reads only the two environment variables, not `airflow.cfg`.
 
-%ENV_VARS%
+%SETTINGS%
+
+The pipelines and expectations folders default to `include/` of the checkout when the package runs from
+one (installed editable, as the local stack and the tests do); an installed wheel has no checkout, so
+there they default to `$AIRFLOW_HOME/include/pipelines` and `$AIRFLOW_HOME/include/expectations`. A
+pipelines folder that does not exist is an import error of the DAG file naming the folder and these
+settings. Installing into your own Airflow: [install.md](install.md).
 
 ### Airflow connections
 
 Define them like any Airflow connection: in the UI, with `airflow connections add`, from a secrets
-backend, or as `AIRFLOW_CONN_<ID>` environment variables holding JSON (what the local stack does).
+backend, or as `AIRFLOW_CONN_<ID>` environment variables holding JSON (what the local stack does). The
+package declares three connection types, each with its own form in Admin -> Connections and a working
+Test button (Airflow shows the button only with `[core] test_connection = Enabled`). The hooks read the
+fields below whatever the connection's type.
 
 #### `%STORAGE_CONN%`: the lake
 
 Read by `LakeHook` (every operator and sensor, the triggerer's wait, the report route of the API
-server). Any connection type works (the local stack uses `mlops_lake`); host, schema and port are unused.
+server). Connection type `mlops_lake`; host, schema and port are unused.
 
 | Field | Meaning |
 |---|---|
 | login | S3 access key id (or extra `aws_access_key_id`). Empty: boto3's default credential chain. |
 | password | S3 secret access key (or extra `aws_secret_access_key`). |
-| extra `lake_root` | The lake: a local folder or `s3://bucket/prefix`. Default: `MLOPS_LAKE_ROOT`. |
+| extra `lake_root` | The lake: a local folder or `s3://bucket/prefix`. Default: the `lake_root` setting. |
 | extra `endpoint_url` | S3-compatible endpoint (MinIO, moto, ...). Empty: AWS S3. |
 | extra `region_name` | S3 region. |
 | extra `aws_session_token` | Temporary credentials. |
@@ -519,7 +499,7 @@ server). Any connection type works (the local stack uses `mlops_lake`); host, sc
 | extra `config_kwargs` | botocore `Config` options, e.g. `{"s3": {"addressing_style": "path"}}`. |
 
 The S3 fields are used only when the root starts with `s3://`. When the connection does not exist at
-all, the lake is `MLOPS_LAKE_ROOT` alone (a local folder, or S3 with boto3's default credentials); a
+all, the lake is the `lake_root` setting alone (a local folder, or S3 with boto3's default credentials); a
 connection id given explicitly (`lake_conn_id=`) must exist. An S3 lake on MinIO:
 
 ```bash
@@ -528,13 +508,14 @@ export AIRFLOW_CONN_MLOPS_STORAGE='{"conn_type": "mlops_lake", "login": "minio-a
   "endpoint_url": "http://minio:9000", "region_name": "us-east-1"}}'
 ```
 
-`LakeHook(lake_conn_id=...).test_connection()` checks the lake without writing: a local folder is
+The Test button (`LakeHook.test_connection()`) checks the lake without writing: a local folder is
 readable and writable; on S3 the bucket exists and the prefix can be listed.
 
 #### `%MLFLOW_CONN%`: the MLflow tracking server
 
 Read by `MlflowHook` (`plugins/airflow_mlops/hooks.py`), for the training side of the lifecycle.
-Connection type `http`.
+Connection type `mlops_mlflow`. The Test button asks `/health`, then the API (one experiment search)
+with the credentials.
 
 | Field | Meaning |
 |---|---|
@@ -547,7 +528,19 @@ Connection type `http`.
 | extra `insecure_tls` | `true` to skip TLS verification. |
 
 ```bash
-export AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "http", "host": "mlflow", "port": 5000, "schema": "http"}'
+export AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "mlops_mlflow", "host": "mlflow", "port": 5000, "schema": "http"}'
+```
+
+#### `%MODEL_SERVER_CONN%`: the model server
+
+Read by `ModelServerHook` (the deploy DAG: reload, `/version`, smoke test). Connection type
+`mlops_model_server`: host, port and schema (`http` or `https`) give the base URL, the password is the
+server's API token (`MLOPS_MODEL_SERVER_TOKEN` of the server); login and extra are unused. The Test
+button asks `/health`, then `/version` with the token.
+
+```bash
+export AIRFLOW_CONN_MLOPS_MODEL_SERVER='{"conn_type": "mlops_model_server", "host": "model-server",
+  "port": 8000, "password": "the-api-token"}'
 ```
 
 ### The local stack: `mlops.env`
@@ -556,7 +549,7 @@ Settings of `python -m airflow_mlops.localstack` and `scripts/demo`, from `mlops
 root: `KEY=VALUE` lines, an environment variable of the same name wins over a line, and any
 `AIRFLOW__SECTION__KEY` line goes to every Airflow process of the stack. The stack turns them into the
 environment variables and connections above (`MLOPS_LAKE_ROOT`, `AIRFLOW_CONN_MLOPS_STORAGE`,
-`AIRFLOW_CONN_MLFLOW_DEFAULT`). Scaling out is in [scaling.md](scaling.md).
+`AIRFLOW_CONN_MLFLOW_DEFAULT`, `AIRFLOW_CONN_MLOPS_MODEL_SERVER`). Scaling out is in [scaling.md](scaling.md).
 """
 
 
@@ -586,9 +579,10 @@ def render() -> str:
         f"```yaml\n{annotate_example(example)}```",
         fill(
             DEPLOYMENT,
-            ENV_VARS=render_env_vars(),
+            SETTINGS=render_settings(),
             STORAGE_CONN=settings.DEFAULT_STORAGE_CONN_ID,
             MLFLOW_CONN=settings.DEFAULT_MLFLOW_CONN_ID,
+            MODEL_SERVER_CONN=settings.DEFAULT_MODEL_SERVER_CONN_ID,
         ),
         render_stack_settings(STACK_SETTINGS.read_text(encoding="utf-8")),
     ]

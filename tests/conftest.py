@@ -18,7 +18,6 @@ os.environ.update(
     {
         "AIRFLOW_HOME": str(TEST_HOME),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{TEST_HOME / 'airflow.db'}",
@@ -33,6 +32,7 @@ TEST_HOME.mkdir(parents=True, exist_ok=True)
 pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.airflow_db",
+    "tests.fixtures.airflow_api",
     "tests.fixtures.flights",
     "tests.fixtures.mlflow_server",
     "tests.fixtures.model_server",

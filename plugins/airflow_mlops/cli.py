@@ -14,10 +14,16 @@ class CliError(Exception):
     """A command cannot run; printed as `error: <message>` with exit status 1."""
 
 
+def _read_airflow_config() -> None:
+    # The settings read Airflow's [mlops] section only in a process that loaded Airflow's configuration:
+    # load it, so these commands see the deployment's airflow.cfg as its DAGs do.
+    import airflow.configuration  # noqa: F401
+
+
 def _lake_root(args: argparse.Namespace) -> str:
-    root = args.lake_root or settings.lake_root_from_env()
+    root = args.lake_root or settings.lake_root()
     if not root:
-        raise CliError(f"no lake root: pass --lake-root or set {settings.ENV_LAKE_ROOT}")
+        raise CliError(f"no lake root: pass --lake-root or {settings.LAKE_ROOT.hint}")
     return str(root)
 
 
@@ -26,6 +32,7 @@ def _feed(args: argparse.Namespace) -> None:
     from airflow_mlops.core import demo
     from airflow_mlops.core.lake.storage import StorageError, open_lake
 
+    _read_airflow_config()
     root = _lake_root(args)
     try:
         cfg = pipeline_by_name(args.pipeline)
@@ -56,6 +63,7 @@ def _ingest(args: argparse.Namespace) -> None:
     from airflow_mlops.core.ingest.steps import BatchRejected, ingest_day
     from airflow_mlops.core.lake.storage import StorageError, open_lake
 
+    _read_airflow_config()
     root = _lake_root(args)
     try:
         cfg = pipeline_by_name(args.pipeline)
@@ -84,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--pipeline", required=True, help="pipeline name (include/pipelines/<name>.yaml)")
     feed.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     feed.add_argument("--end", required=True, help="last date (included), YYYY-MM-DD")
-    feed.add_argument("--lake-root", help=f"local folder or s3://bucket/prefix; default ${settings.ENV_LAKE_ROOT}")
+    feed.add_argument("--lake-root", help="local folder or s3://bucket/prefix; default: [mlops] lake_root")
     feed.set_defaults(func=_feed)
     ingest = commands.add_parser(
         "ingest",
@@ -95,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--pipeline", required=True, help="pipeline name (include/pipelines/<name>.yaml)")
     ingest.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     ingest.add_argument("--end", required=True, help="last date (included), YYYY-MM-DD")
-    ingest.add_argument("--lake-root", help=f"local folder or s3://bucket/prefix; default ${settings.ENV_LAKE_ROOT}")
+    ingest.add_argument("--lake-root", help="local folder or s3://bucket/prefix; default: [mlops] lake_root")
     ingest.set_defaults(func=_ingest)
     return parser
 

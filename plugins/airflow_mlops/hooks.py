@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow_mlops import settings
 
 if TYPE_CHECKING:
+    import httpx
     from airflow.sdk import Connection
     from mlflow import MlflowClient
 
@@ -29,13 +30,13 @@ class LakeHook(BaseHook):
 
     Connection fields: login = AWS access key id, password = AWS secret access key (both optional:
     without them boto3's default credential chain applies). Extra (all optional):
-    `lake_root` (local folder or s3://bucket/prefix; default: the MLOPS_LAKE_ROOT variable),
+    `lake_root` (local folder or s3://bucket/prefix; default: the lake_root setting, see settings.py),
     `endpoint_url` (S3-compatible store such as MinIO), `region_name`, `aws_session_token`,
     `verify` (false or a CA bundle path) and `config_kwargs` (botocore Config options, e.g.
     {"s3": {"addressing_style": "path"}}). Any connection type is accepted.
 
     :param lake_conn_id: Airflow connection id; default: settings.storage_conn_id(). When that
-        deployment default connection is not defined, the lake comes from MLOPS_LAKE_ROOT alone;
+        deployment default connection is not defined, the lake comes from the lake_root setting alone;
         any other connection id must exist.
     """
 
@@ -49,25 +50,12 @@ class LakeHook(BaseHook):
         self.lake_conn_id = lake_conn_id or settings.storage_conn_id()
         self._lake: Lake | None = None
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form: AWS-style credentials, everything else in extra."""
-        return {
-            "hidden_fields": ["host", "schema", "port"],
-            "relabeling": {"login": "AWS Access Key ID", "password": "AWS Secret Access Key"},
-            "placeholders": {
-                "login": "empty for a local lake or boto3's default credentials",
-                "extra": '{"lake_root": "s3://bucket/prefix", "endpoint_url": "http://minio:9000", '
-                '"region_name": "us-east-1"}',
-            },
-        }
-
     def _missing(self, exc: AirflowNotFoundException) -> None:
-        # The deployment's default connection is optional: a local lake needs only MLOPS_LAKE_ROOT.
+        # The deployment's default connection is optional: a local lake needs only the lake_root setting.
         # Any other connection id was asked for on purpose, so its absence is an error.
         if self.lake_conn_id != settings.storage_conn_id():
             raise exc
-        self.log.info("No Airflow connection %r: lake from %s alone", self.lake_conn_id, settings.ENV_LAKE_ROOT)
+        self.log.info("No Airflow connection %r: lake from the lake_root setting alone", self.lake_conn_id)
 
     def _connection(self) -> Connection | None:
         try:
@@ -84,16 +72,16 @@ class LakeHook(BaseHook):
             return None
 
     def lake_root(self) -> str:
-        """Root of the lake: the connection's extra `lake_root`, else MLOPS_LAKE_ROOT."""
+        """Root of the lake: the connection's extra `lake_root`, else the lake_root setting."""
         conn = self._connection()
         return self._root(conn.extra_dejson if conn is not None else {})
 
     def _root(self, extra: dict[str, Any]) -> str:
-        root = extra.get("lake_root") or settings.lake_root_from_env()
+        root = extra.get("lake_root") or settings.lake_root()
         if not root:
             raise LakeConfigError(
-                f'no lake root: set extra {{"lake_root": ...}} on the Airflow connection {self.lake_conn_id!r} '
-                f"or the environment variable {settings.ENV_LAKE_ROOT} (a local folder or s3://bucket/prefix)"
+                f'no lake root: set extra {{"lake_root": ...}} on the Airflow connection {self.lake_conn_id!r}, '
+                f"or {settings.LAKE_ROOT.hint} (a local folder or s3://bucket/prefix)"
             )
         return str(root)
 
@@ -163,7 +151,8 @@ class LakeHook(BaseHook):
 class MlflowHook(BaseHook):  # type: ignore[misc]
     """An MLflow tracking server from an Airflow connection.
 
-    Connection (type http): host, port and schema (http or https) give the URI; login and password become
+    Connection (type mlops_mlflow; any type with these fields works): host, port and schema (http or https) give
+    the URI; login and password become
     MLFLOW_TRACKING_USERNAME/PASSWORD. Extras: `tracking_uri` (overrides host/port/schema), `registry_uri`,
     `ui_url` (base URL of the UI for links, when browsers reach it at another address), `token`
     (MLFLOW_TRACKING_TOKEN), `insecure_tls` (bool).
@@ -171,8 +160,8 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
 
     conn_name_attr = "mlflow_conn_id"
     default_conn_name = settings.DEFAULT_MLFLOW_CONN_ID
-    conn_type = "http"
-    hook_name = "MLflow"
+    conn_type = "mlops_mlflow"
+    hook_name = "MLflow tracking server (airflow-mlops)"
 
     def __init__(self, mlflow_conn_id: str | None = None) -> None:
         """`mlflow_conn_id`: the Airflow connection (default: the deployment's MLflow connection)."""
@@ -180,19 +169,6 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
         self.mlflow_conn_id = mlflow_conn_id or settings.mlflow_conn_id()
         self._conn: Any = None
         self._client: MlflowClient | None = None
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": [],
-            "relabeling": {"schema": "Scheme (http or https)", "login": "Username", "password": "Password"},
-            "placeholders": {
-                "host": "mlflow.example.com",
-                "port": "5000",
-                "schema": "http",
-                "extra": '{"tracking_uri": "https://mlflow.example.com/prefix", "ui_url": "https://..."}',
-            },
-        }
 
     @property
     def connection(self) -> Any:
@@ -255,35 +231,46 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
 
     def test_connection(self) -> tuple[bool, str]:
         """GET /health, then an authenticated API call (search one experiment)."""
-        import requests
-
         try:
             uri = self.get_tracking_uri()
         except Exception as exc:
             return False, str(exc)
         conn, extras = self.connection, self.extras
-        auth = (str(conn.login), str(conn.password or "")) if conn.login else None
-        headers = {"Authorization": f"Bearer {extras['token']}"} if extras.get("token") else {}
-        verify = not bool(extras.get("insecure_tls", False))
-        try:
-            health = requests.get(f"{uri}/health", timeout=10, auth=auth, headers=headers, verify=verify)
+        ok, why, _ = check_service(
+            "MLflow",
+            uri,
+            ("POST", "/api/2.0/mlflow/experiments/search", {"max_results": 1}),
+            auth=(str(conn.login), str(conn.password or "")) if conn.login else None,
+            headers={"Authorization": f"Bearer {extras['token']}"} if extras.get("token") else {},
+            verify=not bool(extras.get("insecure_tls", False)),
+        )
+        return ok, why or f"MLflow at {uri} is up and the API answers"
+
+
+def check_service(
+    what: str, base: str, request: tuple[str, str, Any], **client: Any
+) -> tuple[bool, str, httpx.Response | None]:
+    """A Test button: GET <base>/health, then an authenticated request. (ok, why not, the request's answer).
+
+    :param request: method, path and JSON body of the request that needs the credentials.
+    :param client: httpx.Client arguments (auth, headers, verify).
+    """
+    import httpx
+
+    method, path, body = request
+    try:
+        with httpx.Client(base_url=base, timeout=10.0, **client) as http:
+            health = http.get("/health")
             if health.status_code != 200:
-                return False, f"{uri}/health answered HTTP {health.status_code}: {health.text[:200]}"
-            api = requests.post(
-                f"{uri}/api/2.0/mlflow/experiments/search",
-                json={"max_results": 1},
-                timeout=10,
-                auth=auth,
-                headers=headers,
-                verify=verify,
-            )
-        except requests.RequestException as exc:
-            return False, f"cannot reach MLflow at {uri}: {exc}"
-        if api.status_code in (401, 403):
-            return False, f"MLflow at {uri} refused the credentials (HTTP {api.status_code})"
-        if api.status_code != 200:
-            return False, f"MLflow API at {uri} answered HTTP {api.status_code}: {api.text[:200]}"
-        return True, f"MLflow at {uri} is up and the API answers"
+                return False, f"{base}/health answered HTTP {health.status_code}: {health.text[:200]}", None
+            answer = http.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        return False, f"cannot reach {what} at {base}: {exc}", None
+    if answer.status_code in (401, 403):
+        return False, f"{what} at {base} refused the credentials (HTTP {answer.status_code})", None
+    if answer.status_code != 200:
+        return False, f"{base}{path} answered HTTP {answer.status_code}: {answer.text[:200]}", None
+    return True, "", answer
 
 
 class ModelServerError(RuntimeError):
@@ -298,8 +285,8 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
 
     conn_name_attr = "model_server_conn_id"
     default_conn_name = settings.DEFAULT_MODEL_SERVER_CONN_ID
-    conn_type = "http"
-    hook_name = "airflow-mlops model server"
+    conn_type = "mlops_model_server"
+    hook_name = "Model server (airflow-mlops)"
 
     def __init__(self, model_server_conn_id: str | None = None) -> None:
         super().__init__()
@@ -365,7 +352,14 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
             yield predict
 
     def test_connection(self) -> tuple[bool, str]:
+        """GET /health, then GET /version with the token: the server is up and takes the token."""
         try:
-            return True, f"model server is {self.request('GET', '/health').get('status', 'up')}"
+            base, headers = self.get_endpoint()
         except Exception as exc:
-            return False, str(exc)
+            return False, f"{type(exc).__name__}: {exc}"
+        ok, why, answer = check_service("the model server", base, ("GET", "/version", None), headers=headers)
+        if answer is None:
+            return ok, why
+        pipelines = answer.json().get("pipelines", {})
+        served = ", ".join(f"{name} v{entry.get('version') or ' none yet'}" for name, entry in pipelines.items())
+        return True, f"the model server at {base} is up; serving: {served or 'nothing'}"

@@ -323,7 +323,6 @@ def stack_env(cfg: StackConfig, keys: Secrets) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(cfg.repo_root / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(cfg.repo_root / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
@@ -352,11 +351,16 @@ def stack_env(cfg: StackConfig, keys: Secrets) -> dict[str, str]:
                 cfg.logs_dir / "airflow" / "dag_processor"
             ),
             "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
-                {"conn_type": "http", "host": HOST, "port": cfg.mlflow_port, "schema": "http"}
+                {"conn_type": "mlops_mlflow", "host": HOST, "port": cfg.mlflow_port, "schema": "http"}
             ),
             "AIRFLOW_CONN_MLOPS_STORAGE": json.dumps(storage_connection(cfg)),
             "AIRFLOW_CONN_MLOPS_MODEL_SERVER": json.dumps(
-                {"conn_type": "http", "host": HOST, "port": cfg.model_server_port, "password": keys.model_server_token}
+                {
+                    "conn_type": "mlops_model_server",
+                    "host": HOST,
+                    "port": cfg.model_server_port,
+                    "password": keys.model_server_token,
+                }
             ),
             "MLOPS_MODEL_SERVER_TOKEN": keys.model_server_token,
             "MLOPS_LAKE_ROOT": cfg.lake_root,

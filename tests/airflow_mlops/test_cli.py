@@ -84,7 +84,7 @@ def test_feed_errors(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MLOPS_LAKE_ROOT"}
     no_root = feed("--start", "2013-01-01", "--end", "2013-01-01", env=env)
     assert no_root.returncode == 1
-    assert "no lake root: pass --lake-root or set MLOPS_LAKE_ROOT" in no_root.stderr
+    assert "no lake root: pass --lake-root or set [mlops] lake_root in airflow.cfg" in no_root.stderr
 
     missing = feed("--start", "2013-01-01")
     assert missing.returncode == 2

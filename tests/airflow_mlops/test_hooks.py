@@ -120,7 +120,8 @@ def test_missing_explicit_connection_is_an_error(lake_root: Path) -> None:
 def test_no_root_anywhere_says_how_to_set_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLOPS_LAKE_ROOT", raising=False)
     hook = LakeHook()
-    with pytest.raises(LakeConfigError, match=r"'mlops_storage' or the environment variable MLOPS_LAKE_ROOT"):
+    hint = r"or set \[mlops\] lake_root in airflow.cfg, or AIRFLOW__MLOPS__LAKE_ROOT or MLOPS_LAKE_ROOT"
+    with pytest.raises(LakeConfigError, match=rf"'mlops_storage', {hint}"):
         hook.get_lake()
     ok, message = hook.test_connection()
     assert not ok and "MLOPS_LAKE_ROOT" in message
@@ -191,14 +192,6 @@ def test_s3_test_connection_missing_bucket(
     ok, message = LakeHook(lake_conn_id="s3_lake").test_connection()
     assert not ok
     assert "s3://bucket-that-is-not-there/lake: bucket 'bucket-that-is-not-there' does not exist" in message
-
-
-def test_hook_metadata() -> None:
-    assert LakeHook.conn_name_attr == "lake_conn_id"
-    assert LakeHook.default_conn_name == "mlops_storage"
-    behaviour = LakeHook.get_ui_field_behaviour()
-    assert "host" in behaviour["hidden_fields"]
-    assert behaviour["relabeling"]["login"] == "AWS Access Key ID"
 
 
 def test_module_has_no_heavy_imports() -> None:

@@ -27,7 +27,7 @@ def conn(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 
     def define(**fields: object) -> str:
         conn_id = f"mlflow_{uuid.uuid4().hex[:8]}"
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "http", **fields}))
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps({"conn_type": "mlops_mlflow", **fields}))
         return conn_id
 
     return define

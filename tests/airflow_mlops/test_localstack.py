@@ -144,7 +144,7 @@ def test_stack_env_configures_airflow_for_the_state_folder(tmp_path: Path) -> No
     env = ls.stack_env(cfg, keys)
     assert env["AIRFLOW_HOME"] == str(cfg.state_dir / "airflow")
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path / "repo" / "dags")
-    assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(tmp_path / "repo" / "plugins")
+    assert "AIRFLOW__CORE__PLUGINS_FOLDER" not in env  # the plugin comes from the package's entry point
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert int(env["AIRFLOW__CORE__PARALLELISM"]) <= 4
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
@@ -218,7 +218,7 @@ def test_connections_are_read_by_airflow_and_the_lake_hook(tmp_path: Path, monke
     )
     env = ls.stack_env(cfg, ls.ensure_secrets(cfg))
     mlflow = Connection.from_json(env["AIRFLOW_CONN_MLFLOW_DEFAULT"], conn_id="mlflow_default")
-    assert (mlflow.conn_type, mlflow.host, mlflow.port, mlflow.schema) == ("http", "127.0.0.1", 15000, "http")
+    assert (mlflow.conn_type, mlflow.host, mlflow.port, mlflow.schema) == ("mlops_mlflow", "127.0.0.1", 15000, "http")
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", env["AIRFLOW_CONN_MLFLOW_DEFAULT"])
     assert MlflowHook().get_tracking_uri() == env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"

@@ -33,7 +33,7 @@ def holdout_rows(n: int = 5) -> list[dict]:
     from airflow_mlops.config import pipeline_by_name
 
     cfg = pipeline_by_name(PIPELINE)
-    lake = open_lake(str(settings.lake_root_from_env()))
+    lake = open_lake(str(settings.lake_root()))
     frame = lake.read_parquet(lake.uri(paths.features(PIPELINE, END))).head(n)
     cols = tr.feature_spec(cfg, frame)
     rows = frame[cols.columns].astype(object).where(frame[cols.columns].notna(), None)

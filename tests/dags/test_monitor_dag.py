@@ -30,7 +30,7 @@ def test_drift_triggers_one_retrain_with_reason_and_report(airflow_db, env) -> N
 
     server, _ = env
     cfg = pipeline_by_name(PIPELINE)
-    lake = open_lake(str(settings.lake_root_from_env()))
+    lake = open_lake(str(settings.lake_root()))
     with create_session() as session:  # runs other tests triggered stay queued in the shared test database
         session.query(DagRun).filter(DagRun.dag_id == cfg.dag_id("train")).delete()
 

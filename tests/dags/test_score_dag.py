@@ -28,7 +28,7 @@ def test_scores_with_the_champion_and_reruns_identically(airflow_db, env) -> Non
     dr, tis = run_score(END)
     assert str(dr.state) == "success"
     (result,) = tis["score"].xcom_pull(task_ids="score", dag_id=dr.dag_id, run_id=dr.run_id)
-    lake = open_lake(str(settings.lake_root_from_env()))
+    lake = open_lake(str(settings.lake_root()))
     preds = lake.read_parquet(lake.uri(paths.predictions("flight_delays", END)))
     features = lake.read_parquet(lake.uri(paths.features("flight_delays", END)))
     assert result["rows"] == len(preds) == len(features) and set(preds["model_version"]) == {"1"}

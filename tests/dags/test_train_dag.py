@@ -101,7 +101,7 @@ def test_first_run_registers_challenger_with_lineage_links_and_idempotent_rerun(
     from airflow_mlops.core.train import steps as train_steps
 
     cfg, tracking = pipeline_by_name("flight_delays"), Tracking(server.uri)
-    lake = open_lake(str(settings.lake_root_from_env()))
+    lake = open_lake(str(settings.lake_root()))
     tags = RunTags("flight_delays__train", dr.run_id, END, "train")
     trained = train_steps.train_step(lake, cfg, tracking, tags, END, 20, "first model")
     assert trained["mlflow_run_id"] == mv.run_id

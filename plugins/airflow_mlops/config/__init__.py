@@ -271,15 +271,30 @@ def load_pipeline(path: Path) -> PipelineConfig:
         raise PipelineConfigError(f"{path}: cannot read: {exc}") from exc
     cfg = parse_pipeline(text, str(path), expected_name=path.stem)
     exp = settings.expectations_dir()
+    if not exp.is_dir():
+        raise PipelineConfigError(_missing_folder("expectations", exp, settings.EXPECTATIONS_DIR))
     for name, src in cfg.sources.items():
         if not (exp / src.suite).is_file():
             raise PipelineConfigError(f"{path}: sources.{name}.suite: no suite file {exp / src.suite}")
     return cfg
 
 
+def _missing_folder(what: str, folder: Path, setting: settings.Setting) -> str:
+    holds = {"pipelines": "<name>.yaml pipeline files", "expectations": "Great Expectations suites"}[what]
+    return (
+        f"{what} folder {folder} does not exist (from {settings.source(setting)}): {setting.hint}, "
+        f"to the folder holding your {holds}"
+    )
+
+
 def load_pipelines(folder: Path | None = None) -> list[PipelineConfig]:
-    """Every pipeline config in the folder; all errors are collected and raised together."""
-    folder = folder or settings.pipelines_dir()
+    """Every pipeline config in the folder (default: the pipelines_dir setting); errors are raised together."""
+    if folder is None:
+        folder = settings.pipelines_dir()
+        if not folder.is_dir():
+            raise PipelineConfigError(_missing_folder("pipelines", folder, settings.PIPELINES_DIR))
+    elif not folder.is_dir():
+        raise PipelineConfigError(f"pipelines folder {folder} does not exist")
     configs, errors = [], []
     for path in sorted(folder.glob("*.yaml")):
         try:

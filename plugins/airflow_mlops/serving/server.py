@@ -704,8 +704,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--tracking-uri", default=os.environ.get(ENV_TRACKING_URI), help=f"default: ${ENV_TRACKING_URI}"
     )
     parser.add_argument("--token", default=os.environ.get(ENV_TOKEN), help=f"API token; default: ${ENV_TOKEN}")
-    parser.add_argument("--lake-root", default=settings.lake_root_from_env(), help="default: $MLOPS_LAKE_ROOT")
-    parser.add_argument("--pipelines-dir", type=Path, default=None, help="default: $MLOPS_PIPELINES_DIR")
+    lake, pipelines = settings.LAKE_ROOT, settings.PIPELINES_DIR
+    parser.add_argument("--lake-root", default=settings.lake_root(), help=f"default: ${lake.env}, ${lake.airflow_env}")
+    parser.add_argument("--pipelines-dir", type=Path, help=f"default: ${pipelines.env}, ${pipelines.airflow_env}")
     parser.add_argument("--poll-seconds", type=float, default=5.0, help="champion alias check interval")
     parser.add_argument("--max-rows", type=int, default=1000, help="largest batch per request")
     parser.add_argument("--flush-seconds", type=float, default=30.0, help="inference log write interval")
@@ -727,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for what, value, how in (
             ("an API token", args.token, f"--token or ${ENV_TOKEN}"),
             ("the MLflow tracking URI", args.tracking_uri, f"--tracking-uri or ${ENV_TRACKING_URI}"),
-            ("the lake root", args.lake_root, "--lake-root or $MLOPS_LAKE_ROOT"),
+            ("the lake root", args.lake_root, f"--lake-root or ${settings.LAKE_ROOT.env}"),
         )
         if not value
     ]

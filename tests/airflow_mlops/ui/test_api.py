@@ -10,20 +10,8 @@ REPORT = paths.validation_report("flight_delays", "flights", "2013-01-01")
 
 
 @pytest.fixture(scope="module")
-def api(airflow_db):
-    from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-    from fastapi.testclient import TestClient
-
-    app = create_app(apps="core")
-    manager = get_auth_manager()
-    tokens = {
-        role or "none": manager.generate_jwt(SimpleAuthManagerUser(username=f"u-{role}", role=role))
-        for role in ("admin", "viewer", None)
-    }
-    with TestClient(app) as client:
-        yield client, tokens
-    purge_cached_app()
+def api(airflow_api):
+    return airflow_api
 
 
 @pytest.fixture()
