@@ -22,7 +22,7 @@ running), its start-up (DAG file parse) and execute(), from Airflow's timestamps
 end, fresh-process probes time what every task pays again and the plain process pays once.
 
 The stack's scheduler runs LocalExecutor workers from a forkserver that preloads the ML stack
-(localstack.FORKSERVER_PRELOAD, core/preload.py), so a task is a fork that does not import pandas,
+(stack.components.FORKSERVER_PRELOAD, preload.py), so a task is a fork that does not import pandas,
 scikit-learn, MLflow or skops again; the first task waits once while the forkserver imports them (the
 warm-up run). To measure without it (every task importing everything itself), pass
   --airflow-setting AIRFLOW__SCHEDULER__MP_START_METHOD=fork
@@ -373,7 +373,11 @@ def main() -> None:
         child_main(json.loads(args.child))
         return
 
-    from airflow_mlops import localstack as ls
+    from airflow_mlops.stack import control, supervisor
+    from airflow_mlops.stack.airflow_api import api_for
+    from airflow_mlops.stack.components import stack_env
+    from airflow_mlops.stack.runs import wait_for_dag
+    from airflow_mlops.stack.settings import StackConfig, clean_environ
 
     overrides = {
         "MLOPS_STATE_DIR": args.state_dir,
@@ -388,20 +392,20 @@ def main() -> None:
             parser.error(f"--airflow-setting wants AIRFLOW__SECTION__KEY=VALUE, got {item!r}")
         overrides[key] = value
     # The caller's Airflow/MLflow variables must not leak into this stack (or point it at another one).
-    cfg = ls.StackConfig.load(environ=ls.clean_environ(os.environ), overrides=overrides)
+    cfg = StackConfig.load(environ=clean_environ(os.environ), overrides=overrides)
     dag_id = f"{args.pipeline}__train"
     print(f"cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; stack in {cfg.state_dir}")
     print(f"extra Airflow settings: {args.airflow_setting or 'none'}")
     started_stack = False
     try:
-        keys = ls.up(cfg)
+        keys = control.up(cfg)
         started_stack = True
-        env = ls.stack_env(cfg, keys)
+        env = stack_env(cfg, keys)
         started = time.perf_counter()
         built = prepare_features(cfg.lake_root, args.pipeline, args.start, args.end)
         print(f"features: built {built} partitions of {args.start}..{args.end} in {time.perf_counter() - started:.0f}s")
-        api = ls.api_for(cfg)
-        ls.wait_for_dag(cfg, api, dag_id, timeout=180)
+        api = api_for(cfg)
+        wait_for_dag(cfg, api, dag_id, timeout=180)
         wait_unpaused(api, dag_id)
         stamp = datetime.now(UTC).strftime("%H%M%S")
         log_root = cfg.logs_dir / "airflow"
@@ -439,12 +443,12 @@ def main() -> None:
                 if i > 0:
                     measured.append(m)
         # Memory after the runs: a preloading executor (see the module docstring) holds the ML stack.
-        print(f"\nstack after the runs:\n{ls.format_status(ls.status(cfg))}")
+        print(f"\nstack after the runs:\n{supervisor.format_status(control.status(cfg))}")
         probes = None if args.no_diagnose else diagnose(env, repeats=3)
         summarize(measured, probes, args.target)
     finally:
         if started_stack and not args.keep_stack:
-            ls.down(cfg)
+            control.down(cfg)
 
 
 if __name__ == "__main__":
