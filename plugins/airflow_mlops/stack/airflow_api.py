@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,14 +30,21 @@ class ApiError(StackError):
         self.detail = detail
 
 
+class ApiUnreachable(StackError):
+    """The API server did not answer (refused, reset or timed out)."""
+
+
 class AirflowApi:
     """A client of the Airflow 3 REST API.
 
     :param base_url: the API server, e.g. http://127.0.0.1:8080.
     """
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, username: str, password: str, timeout: float = 30.0, read_attempts: int = 3
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.read_attempts = read_attempts
         self.username = username
         self.password = password
         self.timeout = timeout
@@ -59,7 +67,7 @@ class AirflowApi:
                 detail = json.dumps(json.loads(detail).get("detail", detail))
             raise ApiError(method, path, exc.code, detail[:2000]) from None
         except OSError as exc:
-            raise StackError(f"{method} {self.base_url}{path}: {exc}") from None
+            raise ApiUnreachable(f"{method} {self.base_url}{path}: {exc}") from None
         return json.loads(raw) if raw else None
 
     def token(self) -> str:
@@ -75,13 +83,26 @@ class AirflowApi:
         """Call an API route; query parameters given as keywords (lists repeat the parameter)."""
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None}, doseq=True)
         full = f"{path}?{query}" if query else path
+        # A GET is asked again when the server did not answer in time (a loaded machine, a busy database);
+        # other methods are not: their first attempt may have taken effect.
+        attempts = self.read_attempts if method == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._send_signed_in(method, full, body)
+            except ApiUnreachable:
+                if attempt == attempts:
+                    raise
+                time.sleep(2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _send_signed_in(self, method: str, path: str, body: Any) -> Any:
         try:
-            return self._send(method, full, body)
+            return self._send(method, path, body)
         except ApiError as exc:
             if exc.status != 401:
                 raise
             self._token = None  # expired: sign in again once
-            return self._send(method, full, body)
+            return self._send(method, path, body)
 
     def list_all(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
         """Every item of a collection endpoint, page after page (the API caps a page at 100 by default)."""

@@ -26,22 +26,36 @@ def _date(value: str) -> date:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_mlops.stack",
-        description="The local stack: Airflow (SQLite, LocalExecutor) and MLflow on 127.0.0.1, set up by mlops.env.",
+        description="The local stack on 127.0.0.1, set up by mlops.env. Profile embedded: Airflow on SQLite with "
+        "the LocalExecutor, MLflow on SQLite, a local lake. Profile distributed (MLOPS_STACK_PROFILE=distributed "
+        "or --distributed): Airflow and MLflow on PostgreSQL, the CeleryExecutor on Redis with Celery workers, "
+        "the lake and MLflow's artifacts in S3.",
     )
     parser.add_argument("--settings", type=Path, help=f"settings file (default {SETTINGS_FILE})")
     parser.add_argument("--state-dir", help="state folder (overrides MLOPS_STATE_DIR)")
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument(
+        "--distributed",
+        action="store_true",
+        help="the distributed profile, whatever mlops.env says (same as MLOPS_STACK_PROFILE=distributed)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("up", help="start the stack (does nothing for components already running)")
-    commands.add_parser("down", help="stop the stack")
-    commands.add_parser("status", help="state and memory of each component")
-    commands.add_parser("env", help="print the stack's environment as export lines, for `airflow` commands")
+    commands.add_parser("up", parents=[profile], help="start the stack (does nothing for components already running)")
+    commands.add_parser("down", parents=[profile], help="stop the stack")
+    commands.add_parser("status", parents=[profile], help="state and memory of each component")
+    commands.add_parser(
+        "env", parents=[profile], help="print the stack's environment as export lines, for `airflow` commands"
+    )
     demo_cmd = commands.add_parser(
         "demo",
+        parents=[profile],
         help="the main job: start the stack and run the whole lifecycle over demo days, then print a summary",
         description="Lands the days start..end; ingests start..history-end in one process; trains and deploys the "
         "first model; then Airflow runs the live days (ingest, score, monitor, retrains the monitor triggers).",
     )
-    ingest_cmd = commands.add_parser("ingest-demo", help="start the stack, land demo days and backfill the ingest DAG")
+    ingest_cmd = commands.add_parser(
+        "ingest-demo", parents=[profile], help="start the stack, land demo days and backfill the ingest DAG"
+    )
     for cmd in (demo_cmd, ingest_cmd):
         cmd.add_argument("--pipeline", help="pipeline name (default MLOPS_DEMO_PIPELINE)")
         cmd.add_argument("--start", type=_date, help="first logical date (default MLOPS_DEMO_START)")
@@ -65,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Progress lines must show up in order with the output of the commands run in between.
         sys.stdout.reconfigure(line_buffering=True)
     try:
-        overrides = {"MLOPS_STATE_DIR": args.state_dir} if args.state_dir else None
+        overrides = {"MLOPS_STATE_DIR": args.state_dir} if args.state_dir else {}
+        if args.distributed:
+            overrides["MLOPS_STACK_PROFILE"] = "distributed"
         cfg = StackConfig.load(args.settings, overrides=overrides)
         if args.command == "up":
             control.up(cfg)

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from airflow_mlops.stack.airflow_api import api_for, run_days, summarize_runs
-from airflow_mlops.stack.components import stack_env
+from airflow_mlops.stack.components import s3_client_env, stack_env
 from airflow_mlops.stack.control import describe, python_cmd, up
 from airflow_mlops.stack.keys import ensure_secrets
 from airflow_mlops.stack.runs import backfill_and_wait, day_range, settle, wait_for_dag
@@ -52,19 +52,10 @@ def lake_partitions(cfg: StackConfig, zone: str, pipeline: str) -> dict[str, lis
     return partition_dates(uri[len(prefix) :] for uri in lake.list(prefix))
 
 
-_AWS_ENV = {
-    "endpoint_url": "AWS_ENDPOINT_URL",
-    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-}
-
-
 def _run_package_command(cfg: StackConfig, command: str, pipeline: str, start: date, end: date, timeout: float) -> None:
     """`python -m airflow_mlops <command>` over a range of days, with the stack's environment."""
-    env = stack_env(cfg, ensure_secrets(cfg))
-    if command == "feed" and cfg.lake_root.startswith("s3://"):
-        # The feeder uses boto3's default credential chain, as an upstream producer would.
-        env.update({_AWS_ENV[k]: v for k, v in cfg.s3_settings().items()})
+    # Both open an S3 lake with boto3's default chain, as an upstream producer would.
+    env = {**stack_env(cfg, ensure_secrets(cfg)), **s3_client_env(cfg)}
     argv = [sys.executable, "-m", "airflow_mlops", command, "--pipeline", pipeline]
     argv += ["--start", start.isoformat(), "--end", end.isoformat(), "--lake-root", cfg.lake_root]
     proc = subprocess.run(argv, env=env, cwd=cfg.repo_root, check=False, timeout=timeout)

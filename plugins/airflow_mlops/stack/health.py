@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from airflow_mlops.stack.components import S3_SERVER, worker_of
 from airflow_mlops.stack.settings import StackConfig, StackError
 from airflow_mlops.stack.supervisor import log_file, log_tail, running_pid
 
@@ -46,22 +47,44 @@ def _parse_time(value: str | None) -> float | None:
         return None
 
 
-def component_ready(
-    name: str, started_at: float, airflow_health: Any, mlflow_ok: bool, model_server_ok: bool = False
-) -> bool:
+def worker_ready(cfg: StackConfig, name: str) -> bool:
+    """Whether a Celery worker logged that it is ready since it was last started (`<name>@<host> ready.`)."""
+    try:
+        text = log_file(cfg, name).read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    since_start = text.rsplit(f" starting {name} ===", 1)[-1]
+    return any(f"{name}@" in line and " ready." in line for line in since_start.splitlines())
+
+
+def probe(cfg: StackConfig, name: str) -> bool:
+    """Whether a component that is not part of Airflow's own health answer is ready."""
+    if name == "mlflow":
+        return http_json(f"{cfg.mlflow_url}/health")[0] == 200
+    if name == "model-server":
+        return http_json(f"{cfg.model_server_url}/health")[0] == 200
+    if name == S3_SERVER:
+        return http_json(f"{cfg.s3_settings()['endpoint_url']}/moto-api/")[0] == 200
+    worker = worker_of(cfg, name)
+    if worker is not None and name == worker.log_server:
+        port = cfg.port_setting("MLOPS_WORKER_LOG_SERVER_PORT")
+        return http_json(f"http://{worker.address}:{port}/")[0] != 0  # any HTTP answer: it listens
+    if worker is not None:
+        return worker_ready(cfg, name)
+    raise StackError(f"no health check for component {name!r}")
+
+
+def component_ready(name: str, started_at: float, airflow_health: Any, answers: Mapping[str, bool]) -> bool:
     """Whether one component passes its health check, given the latest health answers.
 
     A heartbeat must be from this process (not older than its start), not a predecessor's.
 
     :param started_at: epoch seconds when the component was started.
     :param airflow_health: parsed /api/v2/monitor/health answer, None when the API server doesn't answer.
-    :param mlflow_ok: whether MLflow's /health answered 200.
-    :param model_server_ok: whether the model server's /health answered 200.
+    :param answers: component -> whether its own check passed (see probe), for components outside Airflow's answer.
     """
-    if name == "mlflow":
-        return mlflow_ok
-    if name == "model-server":
-        return model_server_ok
+    if name != "api-server" and name not in HEARTBEAT_KEYS:
+        return answers.get(name, False)
     if not isinstance(airflow_health, dict):
         return False
     if name == "api-server":
@@ -85,11 +108,10 @@ def wait_healthy(cfg: StackConfig, started: Mapping[str, float], timeout: float)
             if running_pid(cfg, name) is None:
                 raise StackError(f"{name} exited during start-up\n{log_tail(log_file(cfg, name))}")
         status, health = http_json(f"{cfg.airflow_url}/api/v2/monitor/health")
-        mlflow_status, _ = http_json(f"{cfg.mlflow_url}/health")
-        server_status, _ = http_json(f"{cfg.model_server_url}/health")
+        airflow_health = health if status == 200 else None
+        answers = {n: probe(cfg, n) for n in pending if n != "api-server" and n not in HEARTBEAT_KEYS}
         for name in list(pending):
-            airflow_health = health if status == 200 else None
-            if component_ready(name, started[name], airflow_health, mlflow_status == 200, server_status == 200):
+            if component_ready(name, started[name], airflow_health, answers):
                 pending.discard(name)
                 print(f"  {name}: healthy")
         if not pending:

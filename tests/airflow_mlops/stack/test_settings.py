@@ -107,3 +107,86 @@ def test_bad_settings_name_the_key(tmp_path: Path, key: str, value: str, message
 def test_clean_environ_drops_airflow_and_mlops_settings() -> None:
     env = {"PATH": "/bin", "AIRFLOW_HOME": "/x", "AIRFLOW__CORE__X": "1", "MLOPS_LAKE_ROOT": "/l", "MLFLOW_X": "1"}
     assert clean_environ(env) == {"PATH": "/bin"}
+
+
+# The distributed profile --------------------------------------------------------------------
+
+
+def test_the_profile_is_one_setting_and_the_environment_wins(tmp_path: Path) -> None:
+    settings = tmp_path / "mlops.env"
+    settings.write_text("MLOPS_STACK_PROFILE=embedded\n")
+    assert StackConfig.load(settings, environ={}).profile == "embedded"
+    cfg = StackConfig.load(settings, environ={"MLOPS_STACK_PROFILE": "distributed"})
+    assert cfg.profile == "distributed" and cfg.distributed
+
+
+def test_distributed_profile_keeps_the_lake_and_artifacts_in_the_bucket(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, MLOPS_STACK_PROFILE="distributed", MLOPS_S3_BUCKET="my-bucket")
+    assert cfg.lake_root == "s3://my-bucket/lake"
+    assert cfg.mlflow_artifacts == "s3://my-bucket/mlflow"
+    assert make_cfg(tmp_path).mlflow_artifacts == str(tmp_path / "state" / "mlflow" / "artifacts")
+    other = make_cfg(tmp_path, MLOPS_STACK_PROFILE="distributed", MLOPS_LAKE_ROOT="s3://elsewhere/x/")
+    assert other.lake_root == "s3://elsewhere/x"
+
+
+def test_distributed_profile_runs_its_own_s3_unless_an_endpoint_is_given(tmp_path: Path) -> None:
+    managed = make_cfg(tmp_path, MLOPS_STACK_PROFILE="distributed", MLOPS_S3_PORT="19999")
+    assert managed.s3_managed
+    assert managed.s3_settings() == {
+        "endpoint_url": "http://127.0.0.1:19999",
+        "aws_access_key_id": "mlops-local",
+        "aws_secret_access_key": "mlops-local-secret",
+    }
+    own = make_cfg(
+        tmp_path,
+        MLOPS_STACK_PROFILE="distributed",
+        MLOPS_S3_ENDPOINT_URL="http://minio:9000",
+        MLOPS_S3_ACCESS_KEY_ID="k",
+        MLOPS_S3_SECRET_ACCESS_KEY="s",
+    )
+    assert not own.s3_managed
+    assert own.s3_settings() == {
+        "endpoint_url": "http://minio:9000",
+        "aws_access_key_id": "k",
+        "aws_secret_access_key": "s",
+    }
+    assert not make_cfg(tmp_path).s3_managed  # embedded: no S3 server of its own
+
+
+def test_workers_get_their_own_loopback_addresses(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, MLOPS_STACK_PROFILE="distributed", MLOPS_CELERY_WORKERS="3")
+    assert [(w.name, w.address, w.log_server) for w in cfg.workers] == [
+        ("worker-1", "127.0.0.11", "worker-1-logs"),
+        ("worker-2", "127.0.0.12", "worker-2-logs"),
+        ("worker-3", "127.0.0.13", "worker-3-logs"),
+    ]
+    assert make_cfg(tmp_path, MLOPS_CELERY_WORKERS="3").workers == []
+
+
+def test_database_urls_quote_the_password(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, MLOPS_STACK_PROFILE="distributed", MLOPS_AIRFLOW_DB="af")
+    assert (
+        cfg.database_url("MLOPS_AIRFLOW_DB", "postgresql+psycopg2")
+        == "postgresql+psycopg2://postgres@127.0.0.1:5432/af"
+    )
+    cfg = make_cfg(tmp_path, MLOPS_STACK_PROFILE="distributed", MLOPS_POSTGRES_PASSWORD="p@ss:w/rd")
+    assert cfg.database_url("MLOPS_MLFLOW_DB") == "postgresql://postgres:p%40ss%3Aw%2Frd@127.0.0.1:5432/mlops_mlflow"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"MLOPS_STACK_PROFILE": "cluster"}, "MLOPS_STACK_PROFILE must be one of embedded, distributed, got 'cluster'"),
+        ({"MLOPS_LAKE_ROOT": "/data/lake"}, "distributed profile keeps the lake in S3.*MLOPS_LAKE_ROOT"),
+        ({"MLOPS_AIRFLOW_DB": "air-flow"}, "MLOPS_AIRFLOW_DB must be a PostgreSQL database name"),
+        ({"MLOPS_MLFLOW_DB": "mlops_airflow"}, "MLOPS_AIRFLOW_DB and MLOPS_MLFLOW_DB must name two databases"),
+        ({"MLOPS_S3_BUCKET": "My_Bucket"}, "MLOPS_S3_BUCKET must be an S3 bucket name"),
+        ({"MLOPS_REDIS_URL": "localhost:6379"}, "MLOPS_REDIS_URL must be redis://host:port/db"),
+        ({"MLOPS_CELERY_WORKERS": "0"}, "MLOPS_CELERY_WORKERS must be between 1 and 9, got 0"),
+        ({"MLOPS_CELERY_QUEUE": "a queue"}, "MLOPS_CELERY_QUEUE must be a queue name"),
+        ({"MLOPS_WORKER_LOG_SERVER_PORT": "x"}, "MLOPS_WORKER_LOG_SERVER_PORT must be a whole number"),
+    ],
+)
+def test_bad_distributed_settings_name_the_key(tmp_path: Path, settings: dict[str, str], message: str) -> None:
+    with pytest.raises(StackError, match=message):
+        make_cfg(tmp_path, **{"MLOPS_STACK_PROFILE": "distributed", **settings})
