@@ -269,8 +269,9 @@ def test_a_train_task_whose_worker_is_killed_is_retried_on_the_other_worker(dsta
 @pytest.mark.timeout(2400)
 def test_a_backfill_survives_a_worker_killed_mid_write_and_a_scheduler_restart(dstack: Distributed) -> None:
     """Three live days, one run at a time: the worker writing 02-17's features partition is SIGKILLed in the
-    middle of the write (the S3 PUT is held until then); then, while 02-18 runs, the scheduler is SIGKILLed
-    and started again. Every run succeeds and each partition holds exactly what one write makes."""
+    middle of the write (the S3 PUT is held until then); then, while 02-18's features write is held, the
+    scheduler is SIGKILLed, the write let through and the scheduler started again. Every run succeeds and each
+    partition holds exactly what one write makes."""
     cfg = dstack.cfg
     control.up(cfg)  # running already after the loop; started when this test runs alone
     api = api_for(cfg)
@@ -287,17 +288,18 @@ def test_a_backfill_survives_a_worker_killed_mid_write_and_a_scheduler_restart(d
     host = _running_on(api, DAG["ingest"], first["dag_run_id"], "build_features", timeout=60)
     killed = _worker_at(cfg, host)
     _kill_session(cfg, killed.name)
+    # The next day runs only once this one succeeded (one run at a time): hold its features write too.
+    dstack.proxy.arm(f"/{cfg.bucket}/lake/features/{PIPELINE}/date={days[1].isoformat()}/")
     assert _wait_run(api, DAG["ingest"], first["dag_run_id"], timeout=900) == "success"
     _assert_retried_elsewhere(_tries(api, DAG["ingest"], first["dag_run_id"], "build_features"), killed)
     control.up(cfg)
 
+    assert dstack.proxy.stalled.wait(600), "the second day's features write never started"
     (second,) = api.dag_runs(DAG["ingest"], days[1], days[1])
-    deadline = time.monotonic() + 600
-    while api.request("GET", f"/api/v2/dags/{DAG['ingest']}/dagRuns/{second['dag_run_id']}")["state"] != "running":
-        assert time.monotonic() < deadline, "the second day's run never started"
-        time.sleep(1)
+    assert api.request("GET", f"/api/v2/dags/{DAG['ingest']}/dagRuns/{second['dag_run_id']}")["state"] == "running"
     old_scheduler = supervisor.running_pid(cfg, "scheduler")
     _kill_session(cfg, "scheduler")
+    dstack.proxy.release()  # the task finishes while no scheduler runs: it reports to the API server
     control.up(cfg)
     assert supervisor.running_pid(cfg, "scheduler") not in (None, old_scheduler)
 
