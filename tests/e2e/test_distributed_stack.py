@@ -292,15 +292,15 @@ def test_a_backfill_survives_a_worker_killed_mid_write_and_a_scheduler_restart(d
     dstack.proxy.arm(f"/{cfg.bucket}/lake/features/{PIPELINE}/date={days[1].isoformat()}/")
     assert _wait_run(api, DAG["ingest"], first["dag_run_id"], timeout=900) == "success"
     _assert_retried_elsewhere(_tries(api, DAG["ingest"], first["dag_run_id"], "build_features"), killed)
-    control.up(cfg)
 
+    # The held write must be let through within boto3's read time-out (60 s), or the writer asks again.
     assert dstack.proxy.stalled.wait(600), "the second day's features write never started"
     (second,) = api.dag_runs(DAG["ingest"], days[1], days[1])
     assert api.request("GET", f"/api/v2/dags/{DAG['ingest']}/dagRuns/{second['dag_run_id']}")["state"] == "running"
     old_scheduler = supervisor.running_pid(cfg, "scheduler")
     _kill_session(cfg, "scheduler")
     dstack.proxy.release()  # the task finishes while no scheduler runs: it reports to the API server
-    control.up(cfg)
+    control.up(cfg)  # the scheduler, and the worker killed above
     assert supervisor.running_pid(cfg, "scheduler") not in (None, old_scheduler)
 
     deadline = time.monotonic() + 1200
