@@ -1,7 +1,8 @@
 """Benchmark: wall time of `<p>__train` run by the Airflow scheduler over the same steps in one plain process.
 
-Run from the repo root: `.venv/bin/python benchmarks/bench_orchestration.py [--repeats N] [--keep-stack]`.
-Target (issue 5, item 6b): ratio of the medians at most 1.15. Figures only, no asserts.
+Run from the repo root: `.venv/bin/python benchmarks/bench_orchestration.py [--profile distributed] [--repeats N]`.
+Targets: ratio of the medians at most 1.15 on the embedded profile (LocalExecutor), 1.3 on the distributed one
+(CeleryExecutor, two workers; it needs PostgreSQL and Redis, see --setting). Figures only, no asserts.
 
 It starts a local stack of its own (state folder and ports given by the options; never the default ones),
 builds the feature partitions of --start..--end with the core ingest functions, then alternates:
@@ -21,11 +22,15 @@ run shows the load average. Airflow's part is split per task: the wait before it
 running), its start-up (DAG file parse) and execute(), from Airflow's timestamps and the task logs. At the
 end, fresh-process probes time what every task pays again and the plain process pays once.
 
-The stack's scheduler runs LocalExecutor workers from a forkserver that preloads the ML stack
-(localstack.FORKSERVER_PRELOAD, core/preload.py), so a task is a fork that does not import pandas,
+The embedded stack's scheduler runs LocalExecutor workers from a forkserver that preloads the ML stack
+(stack.components.FORKSERVER_PRELOAD, preload.py), so a task is a fork that does not import pandas,
 scikit-learn, MLflow or skops again; the first task waits once while the forkserver imports them (the
 warm-up run). To measure without it (every task importing everything itself), pass
   --airflow-setting AIRFLOW__SCHEDULER__MP_START_METHOD=fork
+The distributed stack's Celery workers import the same modules when they start, before their pool forks
+(celery_config.py); to measure without it, point the setting at Airflow's default Celery configuration:
+  --airflow-setting AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=\
+airflow.providers.celery.executors.default_celery.DEFAULT_CELERY_CONFIG
 The start-up probes at the end time those imports in a fresh process.
 """
 
@@ -162,7 +167,7 @@ def airflow_run(
     run_id: str,
     end_ds: str,
     label: str,
-    log_root: Path,
+    log_roots: Sequence[Path],
     timeout: float,
     tail_timeout: float,
 ) -> Measured:
@@ -177,9 +182,7 @@ def airflow_run(
         states = {t: tis.get(t, {}).get("state") for t in STEPS}
         if any(s in BAD for s in states.values()):
             api.request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": "failed"})
-            raise SystemExit(
-                f"airflow run {run_id}: task states {states}; task logs in {log_root / f'dag_id={dag_id}'}"
-            )
+            raise SystemExit(f"airflow run {run_id}: task states {states}; task logs in {[str(r) for r in log_roots]}")
         if states["register"] == "success":
             break
         if time.monotonic() > deadline:
@@ -201,7 +204,9 @@ def airflow_run(
             figures.update(
                 to_scheduled=scheduled - previous_end, to_queued=queued_ti - scheduled, to_running=start - queued_ti
             )
-        log_file = log_root / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task}" / "attempt=1.log"
+        rel = Path(f"dag_id={dag_id}", f"run_id={run_id}", f"task_id={task}", "attempt=1.log")
+        # One log folder on the embedded stack; one per worker on the distributed one (the task's worker has it).
+        log_file = next((root / rel for root in log_roots if (root / rel).is_file()), log_roots[0] / rel)
         figures.update(log_phases(log_file, start, end))
         steps[task] = figures
         previous_end = end
@@ -229,7 +234,7 @@ def _finish_tail(api: Any, dag_id: str, run_id: str, timeout: float) -> str:
 # Preparing the stack ----------------------------------------------------------------------------------------
 
 
-def prepare_features(lake_root: str, pipeline: str, start: str, end: str) -> int:
+def prepare_features(lake_root: str, s3: dict[str, str], pipeline: str, start: str, end: str) -> int:
     """Land the demo days and build their feature partitions with the core ingest functions (skips built days)."""
     from airflow_mlops.config import pipeline_by_name
     from airflow_mlops.core.demo import date_range, feed_range
@@ -238,7 +243,7 @@ def prepare_features(lake_root: str, pipeline: str, start: str, end: str) -> int
     from airflow_mlops.core.lake.storage import open_lake
 
     cfg = pipeline_by_name(pipeline)
-    lake = open_lake(lake_root)
+    lake = open_lake(lake_root, s3 or None)
     days = [ds for ds in date_range(start, end) if not lake.exists(lake.uri(paths.features(cfg.name, ds)))]
     if days:
         feed_range(lake, cfg, days[0], days[-1])
@@ -352,7 +357,10 @@ def main() -> None:
     parser.add_argument("--start", default="2013-01-01", help="first day of features to build")
     parser.add_argument("--end", default="2013-03-01", help="last day of features, and the window end")
     parser.add_argument("--repeats", type=int, default=3, help="measured runs per mode (after one warm-up each)")
-    parser.add_argument("--state-dir", default="/tmp/bench-orchestration-stack", help="the benchmark stack's folder")
+    parser.add_argument(
+        "--profile", choices=("embedded", "distributed"), default="embedded", help="the stack's profile"
+    )
+    parser.add_argument("--state-dir", help="the benchmark stack's folder (default /tmp/bench-orchestration-<profile>)")
     parser.add_argument("--airflow-port", type=int, default=18080)
     parser.add_argument("--mlflow-port", type=int, default=15000)
     parser.add_argument("--model-server-port", type=int, default=18000)
@@ -367,44 +375,73 @@ def main() -> None:
     parser.add_argument("--no-diagnose", action="store_true", help="skip the per-task start-up probes")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take")
-    parser.add_argument("--target", type=float, default=1.15)
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="MLOPS_KEY=VALUE",
+        help="a stack setting (repeatable), e.g. MLOPS_AIRFLOW_DB=... or MLOPS_REDIS_URL=... for the distributed "
+        "profile (defaults: databases mlops_bench_airflow and mlops_bench_mlflow, Redis DB 0, S3 port 19000, "
+        "worker log port 18793)",
+    )
+    parser.add_argument("--target", type=float, help="ratio target (default 1.15 embedded, 1.3 distributed)")
     args = parser.parse_args()
     if args.child:
         child_main(json.loads(args.child))
         return
 
-    from airflow_mlops import localstack as ls
+    from airflow_mlops.stack import control, supervisor
+    from airflow_mlops.stack.airflow_api import api_for
+    from airflow_mlops.stack.components import s3_client_env, stack_env
+    from airflow_mlops.stack.runs import wait_for_dag
+    from airflow_mlops.stack.settings import StackConfig, clean_environ
 
     overrides = {
-        "MLOPS_STATE_DIR": args.state_dir,
+        "MLOPS_STACK_PROFILE": args.profile,
+        "MLOPS_STATE_DIR": args.state_dir or f"/tmp/bench-orchestration-{args.profile}",
         "MLOPS_AIRFLOW_PORT": str(args.airflow_port),
         "MLOPS_MLFLOW_PORT": str(args.mlflow_port),
         "MLOPS_MODEL_SERVER_PORT": str(args.model_server_port),
         "MLOPS_LAKE_ROOT": "",
     }
-    for item in args.airflow_setting:
-        key, _, value = item.partition("=")
-        if not key.startswith("AIRFLOW__") or not _:
-            parser.error(f"--airflow-setting wants AIRFLOW__SECTION__KEY=VALUE, got {item!r}")
-        overrides[key] = value
+    if args.profile == "distributed":
+        overrides.update(
+            {
+                "MLOPS_AIRFLOW_DB": "mlops_bench_airflow",
+                "MLOPS_MLFLOW_DB": "mlops_bench_mlflow",
+                "MLOPS_S3_PORT": "19000",
+                "MLOPS_WORKER_LOG_SERVER_PORT": "18793",
+            }
+        )
+    for option, prefix, items in (
+        ("--airflow-setting", "AIRFLOW__", args.airflow_setting),
+        ("--setting", "MLOPS_", args.setting),
+    ):
+        for item in items:
+            key, _, value = item.partition("=")
+            if not key.startswith(prefix) or not _:
+                parser.error(f"{option} wants {prefix}KEY=VALUE, got {item!r}")
+            overrides[key] = value
+    target = args.target or (1.3 if args.profile == "distributed" else 1.15)
     # The caller's Airflow/MLflow variables must not leak into this stack (or point it at another one).
-    cfg = ls.StackConfig.load(environ=ls.clean_environ(os.environ), overrides=overrides)
+    cfg = StackConfig.load(environ=clean_environ(os.environ), overrides=overrides)
     dag_id = f"{args.pipeline}__train"
     print(f"cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; stack in {cfg.state_dir}")
-    print(f"extra Airflow settings: {args.airflow_setting or 'none'}")
+    print(f"profile {cfg.profile}; extra settings: {(args.airflow_setting + args.setting) or 'none'}")
     started_stack = False
     try:
-        keys = ls.up(cfg)
+        keys = control.up(cfg)
         started_stack = True
-        env = ls.stack_env(cfg, keys)
+        env = {**stack_env(cfg, keys), **s3_client_env(cfg)}  # the plain process opens the lake as the CLI does
         started = time.perf_counter()
-        built = prepare_features(cfg.lake_root, args.pipeline, args.start, args.end)
+        s3 = cfg.s3_settings() if cfg.lake_root.startswith("s3://") else {}
+        built = prepare_features(cfg.lake_root, s3, args.pipeline, args.start, args.end)
         print(f"features: built {built} partitions of {args.start}..{args.end} in {time.perf_counter() - started:.0f}s")
-        api = ls.api_for(cfg)
-        ls.wait_for_dag(cfg, api, dag_id, timeout=180)
+        api = api_for(cfg)
+        wait_for_dag(cfg, api, dag_id, timeout=180)
         wait_unpaused(api, dag_id)
         stamp = datetime.now(UTC).strftime("%H%M%S")
-        log_root = cfg.logs_dir / "airflow"
+        log_roots = [cfg.workers_dir / w.name / "logs" for w in cfg.workers] or [cfg.logs_dir / "airflow"]
         today = date.today().isoformat()
         spec = {
             "pipeline": args.pipeline,
@@ -420,7 +457,7 @@ def main() -> None:
             load = os.getloadavg()[0]  # other work on the machine slows both modes: shown with each run
             run_id = f"bench_{mode}_{stamp}_{i}"
             if mode == "airflow":
-                m = airflow_run(api, dag_id, run_id, args.end, label, log_root, args.timeout, tail_timeout=60)
+                m = airflow_run(api, dag_id, run_id, args.end, label, log_roots, args.timeout, tail_timeout=60)
             else:
                 url = f"{cfg.airflow_url}/dags/{dag_id}/runs/{run_id}"
                 m = plain_run(env, {**spec, "run_id": run_id, "airflow_run_url": url}, label, args.timeout)
@@ -439,12 +476,12 @@ def main() -> None:
                 if i > 0:
                     measured.append(m)
         # Memory after the runs: a preloading executor (see the module docstring) holds the ML stack.
-        print(f"\nstack after the runs:\n{ls.format_status(ls.status(cfg))}")
+        print(f"\nstack after the runs:\n{supervisor.format_status(control.status(cfg))}")
         probes = None if args.no_diagnose else diagnose(env, repeats=3)
-        summarize(measured, probes, args.target)
+        summarize(measured, probes, target)
     finally:
         if started_stack and not args.keep_stack:
-            ls.down(cfg)
+            control.down(cfg)
 
 
 if __name__ == "__main__":

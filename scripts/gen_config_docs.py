@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "plugins"))  # also runs without the editable inst
 
 from airflow_mlops import settings  # noqa: E402
 from airflow_mlops.config import PipelineConfig, PipelineConfigError, parse_pipeline  # noqa: E402
-from airflow_mlops.localstack import parse_settings  # noqa: E402
+from airflow_mlops.stack.settings import parse_settings  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
 EXAMPLE = ROOT / "include" / "pipelines" / "flight_delays.yaml"
@@ -545,7 +545,7 @@ export AIRFLOW_CONN_MLOPS_MODEL_SERVER='{"conn_type": "mlops_model_server", "hos
 
 ### The local stack: `mlops.env`
 
-Settings of `python -m airflow_mlops.localstack` and `scripts/demo`, from `mlops.env` at the repository
+Settings of `python -m airflow_mlops.stack` and `scripts/demo`, from `mlops.env` at the repository
 root: `KEY=VALUE` lines, an environment variable of the same name wins over a line, and any
 `AIRFLOW__SECTION__KEY` line goes to every Airflow process of the stack. The stack turns them into the
 environment variables and connections above (`MLOPS_LAKE_ROOT`, `AIRFLOW_CONN_MLOPS_STORAGE`,

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_mlops import localstack as ls
 from airflow_mlops.config import pipeline_by_name
+from airflow_mlops.stack import control, demo, supervisor
+from airflow_mlops.stack.airflow_api import api_for, run_days, summarize_runs
+from airflow_mlops.stack.components import COMPONENTS
+from airflow_mlops.stack.control import down, up
+from airflow_mlops.stack.health import http_json
+from airflow_mlops.stack.runs import day_range
+from airflow_mlops.stack.settings import StackConfig, clean_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "flight_delays"
@@ -24,17 +30,17 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ls.StackConfig]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
     """A stack in a temp state folder on free ports, isolated from the test session's Airflow settings."""
     state = tmp_path_factory.mktemp("stack")
-    cfg = ls.StackConfig.load(
-        environ=ls.clean_environ(os.environ),
+    cfg = StackConfig.load(
+        environ=clean_environ(os.environ),
         overrides={
             "MLOPS_STATE_DIR": str(state),
             "MLOPS_LAKE_ROOT": "",
-            "MLOPS_AIRFLOW_PORT": str(ls.free_port()),
-            "MLOPS_MLFLOW_PORT": str(ls.free_port()),
-            "MLOPS_MODEL_SERVER_PORT": str(ls.free_port()),
+            "MLOPS_AIRFLOW_PORT": str(supervisor.free_port()),
+            "MLOPS_MLFLOW_PORT": str(supervisor.free_port()),
+            "MLOPS_MODEL_SERVER_PORT": str(supervisor.free_port()),
             "MLOPS_STACK_START_TIMEOUT_SECONDS": "600",
             "MLOPS_DEMO_TIMEOUT_SECONDS": "900",
         },
@@ -42,80 +48,78 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ls.StackConfig]:
     try:
         yield cfg
     finally:
-        ls.down(cfg)  # always, whatever the test did; a no-op once the test stopped it
+        down(cfg)  # always, whatever the test did; a no-op once the test stopped it
 
 
-def _alive(pids: set[int], sessions: set[int]) -> list[ls.Proc]:
+def _alive(pids: set[int], sessions: set[int]) -> list[supervisor.Proc]:
     """Processes still alive among the given ones (same pid in the same session: not a reused pid)."""
-    return [p for p in ls.processes() if p.pid in pids and p.session in sessions]
+    return [p for p in supervisor.processes() if p.pid in pids and p.session in sessions]
 
 
 @pytest.mark.timeout(1800)  # a loaded 2-core machine: start-up and the runs' imports can take minutes
-def test_stack_runs_ingest_backfill_through_the_scheduler(stack: ls.StackConfig) -> None:
-    ls.up(stack)
-    rows = {r.name: r for r in ls.status(stack)}
-    assert all(rows[name].pid for name in ls.COMPONENTS), rows
-    leaders = {rows[name].pid for name in ls.COMPONENTS}
-    status, health = ls.http_json(f"{stack.model_server_url}/health")
+def test_stack_runs_ingest_backfill_through_the_scheduler(stack: StackConfig) -> None:
+    up(stack)
+    rows = {r.name: r for r in control.status(stack)}
+    assert all(rows[name].pid for name in COMPONENTS), rows
+    leaders = {rows[name].pid for name in COMPONENTS}
+    status, health = http_json(f"{stack.model_server_url}/health")
     assert status == 200 and health["models"] == {PIPELINE: None}  # up, and no champion yet
 
     # `up` again starts nothing new.
-    ls.up(stack)
-    assert {r.name: r.pid for r in ls.status(stack)} == {name: rows[name].pid for name in ls.COMPONENTS}
+    up(stack)
+    assert {r.name: r.pid for r in control.status(stack)} == {name: rows[name].pid for name in COMPONENTS}
 
     # The demo's own code: land the days, backfill through the REST API, wait, summarize (0: all succeeded).
-    assert ls.demo(stack, PIPELINE, START, END) == 0
-    runs = ls.api_for(stack).dag_runs(DAG_ID, START, END)
+    assert demo.ingest_demo(stack, PIPELINE, START, END) == 0
+    runs = api_for(stack).dag_runs(DAG_ID, START, END)
 
-    days = [d.isoformat() for d in ls.day_range(START, END)]
-    assert ls.run_days(runs) == dict.fromkeys(days, "success")
+    days = [d.isoformat() for d in day_range(START, END)]
+    assert run_days(runs) == dict.fromkeys(days, "success")
     assert {r["run_type"] for r in runs} == {"backfill"}
 
-    raw = ls.lake_partitions(stack, "raw", PIPELINE)
+    raw = demo.lake_partitions(stack, "raw", PIPELINE)
     for source in pipeline_by_name(PIPELINE).partitioned_sources:
         assert raw.get(source) == days, f"raw/{PIPELINE}/{source}: {raw.get(source)}"
-    features = ls.lake_partitions(stack, "features", PIPELINE)
+    features = demo.lake_partitions(stack, "features", PIPELINE)
     assert sorted({d for dates in features.values() for d in dates}) == days, features
-    assert ls.lake_partitions(stack, "quarantine", PIPELINE) == {}
+    assert demo.lake_partitions(stack, "quarantine", PIPELINE) == {}
 
     # Every process of the components' sessions (API and executor workers, parsers...) must be gone.
-    pids = {p.pid for p in ls.processes() if p.session in leaders}
+    pids = {p.pid for p in supervisor.processes() if p.session in leaders}
     assert len(pids) > len(leaders)
-    stopped = ls.down(stack)
-    assert sorted(stopped) == sorted(ls.COMPONENTS)
+    stopped = down(stack)
+    assert sorted(stopped) == sorted(COMPONENTS)
     assert _alive(pids, leaders) == []
-    assert ls.stack_processes(stack) == []
-    assert [ls.running_pid(stack, name) for name in ls.COMPONENTS] == [None] * len(ls.COMPONENTS)
+    assert supervisor.stack_processes(stack) == []
+    assert [supervisor.running_pid(stack, name) for name in COMPONENTS] == [None] * len(COMPONENTS)
 
 
 @pytest.mark.timeout(2400)
-def test_main_job_closes_the_loop_through_the_scheduler(stack: ls.StackConfig) -> None:
+def test_main_job_closes_the_loop_through_the_scheduler(stack: StackConfig) -> None:
     """The main job on a short live range: first model, nightly ingest, score and monitor, then the drift the
     monitor sees (mid-February weather against the January reference) retrains and redeploys through Airflow,
     once: a later check falls in the cool-down. The two days' ingests run at once, so their asset events may
     reach score and monitor in one run (which monitors the newer day): either day may be the one that alarms."""
     from mlflow import MlflowClient
 
-    from airflow_mlops import demo_loop
-
     history_end, end = date(2013, 2, 14), date(2013, 2, 16)
-    report = demo_loop.run_loop(stack, PIPELINE, START, history_end, end)
+    report = demo.run_loop(stack, PIPELINE, START, history_end, end)
     assert report.failed() == []
     runs = report.runs
-    live = {day: state for day, state in ls.run_days(runs[DAG_ID]).items() if day > history_end.isoformat()}
+    live = {day: state for day, state in run_days(runs[DAG_ID]).items() if day > history_end.isoformat()}
     assert live == {"2013-02-15": "success", "2013-02-16": "success"}
     train_ids = [r["dag_run_id"] for r in runs[f"{PIPELINE}__train"]]
     retrains = [run_id for run_id in train_ids if run_id.startswith("monitor__")]
     assert len(train_ids) == 2 and len(retrains) == 1, train_ids
     alarm_day = retrains[0].removeprefix("monitor__")
     assert alarm_day in live, retrains
-    assert ls.summarize_runs(runs[f"{PIPELINE}__deploy"]) == {"success": 2}
+    assert summarize_runs(runs[f"{PIPELINE}__deploy"]) == {"success": 2}
 
     client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)  # not a registry URI set by other tests
     name = pipeline_by_name(PIPELINE).train.model_name(PIPELINE)
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     assert client.get_model_version_by_alias(name, "previous").version == "1"
-    status, served = ls.http_json(f"{stack.model_server_url}/health")
+    status, served = http_json(f"{stack.model_server_url}/health")
     assert status == 200 and served["models"] == {PIPELINE: "2"}, served
 
     experiment = client.get_experiment_by_name(f"{PIPELINE}-monitoring")
@@ -126,4 +130,4 @@ def test_main_job_closes_the_loop_through_the_scheduler(stack: ls.StackConfig) -
     assert monitored[alarm_day]["mlops.outcome"] == "drift"
     assert monitored[alarm_day]["mlops.retrain_triggered"] == "true"
     assert all(tags["mlops.retrain_triggered"] == "false" for ds, tags in monitored.items() if ds != alarm_day)
-    assert "Champion history" in demo_loop.summary(stack, PIPELINE, report)
+    assert "Champion history" in demo.summary(stack, PIPELINE, report)
