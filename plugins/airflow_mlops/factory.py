@@ -226,16 +226,21 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
 
 
 def build_deploy_dag(cfg: PipelineConfig) -> DAG:
-    """`<p>__deploy`: (approve,) promote, wait until served, smoke-test; roll back and fail on any failure."""
+    """`<p>__deploy`: approve when needed, promote, wait until served, smoke-test; roll back and fail on any failure."""
+    from airflow_mlops.approval import DeployApprovalOperator
+
     deploy = cfg.deploy
-    approval = "a human approves it in the Airflow UI (Required actions), then " if deploy.approval.required else ""
+    approval = "every version" if deploy.approval.required else "a version registered with force"
     doc = (
         f"### {cfg.name}: deploy\n{cfg.description}\n\n"
-        f"Checks the version (given, else the `challenger`) and gathers its evidence; {approval}makes it `champion` "
+        "Checks the version (given, else the `challenger`) and gathers its evidence. A human approves "
+        f"{approval} in the Airflow UI (Required actions) before it goes further; the user who forced a version "
+        "cannot approve it, and a rejection or an unanswered request fails the run. Then makes it `champion` "
         "(the old champion becomes `previous`), waits until the model server reports it, and smoke-tests it on "
         "holdout rows of its own training window (schema, predictions equal to offline ones, latency budget). If "
-        "any step fails, `champion` goes back to the previous version, the server returns to it, and the run "
-        "fails naming why. Promotions and rollbacks are audit records (`mlops.audit.*` tags) on the registered model."
+        "any step fails, `champion` goes back to the version this run replaced, the server returns to it, and the "
+        "run fails naming why. Approvals, rejections, promotions and rollbacks are audit records "
+        "(`mlops.audit.*` tags) on the registered model."
     )
     params = {
         "version": Param(
@@ -256,7 +261,17 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
         common = {"pipeline": cfg.name, "ds": RUN_DATE}
         check = CheckVersionOperator(task_id="check_version", version="{{ params.version }}", **common)
         version = "{{ ti.xcom_pull(task_ids='check_version')['version'] }}"
-        promote = PromoteModelOperator(task_id="promote", **common)
+        # Always there; it skips at run time when neither the config nor a forced version asks for a human.
+        approve = DeployApprovalOperator(
+            task_id="approve",
+            pipeline=cfg.name,
+            subject=f"Deploy {cfg.train.model_name(cfg.name)} v{version}?",
+            body="{{ ti.xcom_pull(task_ids='check_version')['markdown'] }}",
+            response_timeout=timedelta(minutes=deploy.approval.timeout_minutes),
+            assigned_users=[{"id": u, "name": u} for u in deploy.approval.approvers] or None,
+        )
+        # none_failed: runs after an approval or a skipped (not needed) one; a rejection or timeout fails approve.
+        promote = PromoteModelOperator(task_id="promote", trigger_rule="none_failed", **common)
         serving = ServedVersionSensor(
             task_id="wait_until_served",
             pipeline=cfg.name,
@@ -268,24 +283,8 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
         smoke = SmokeTestOperator(task_id="smoke_test", **common)
         # Fails the run on purpose (AirflowFailException, never retried) once the old champion serves again.
         rollback = RollbackOperator(task_id="rollback", trigger_rule="one_failed", **common)
-        steps = [promote, serving, smoke]
-        if deploy.approval.required:
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
-
-            approve = ApprovalOperator(
-                task_id="approve",
-                subject=f"Deploy {cfg.train.model_name(cfg.name)} v{version}?",
-                body="{{ ti.xcom_pull(task_ids='check_version')['markdown'] }}",
-                response_timeout=timedelta(minutes=deploy.approval.timeout_minutes),
-                assigned_users=[{"id": u, "name": u} for u in deploy.approval.approvers] or None,
-                retries=0,  # a retry would ask again after a timeout: an unanswered request is a no
-            )
-            check >> approve >> promote
-            steps.insert(0, approve)
-        else:
-            check >> promote
-        promote >> serving >> smoke
-        steps >> rollback
+        check >> approve >> promote >> serving >> smoke
+        [approve, promote, serving, smoke] >> rollback
     return dag
 
 

@@ -66,6 +66,7 @@ def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_s
     dr, tis = run_deploy({"version": "1", "reason": "first release"})
     assert str(dr.state) == "success", states(tis)
     assert states(tis)["rollback"] == "skipped"
+    assert states(tis)["approve"] == "skipped"  # passed its gates, and the config asks for no approval
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
     assert model_server.served(PIPELINE)["version"] == "1"
     smoke = xcom(tis["smoke_test"])
@@ -154,13 +155,17 @@ def test_evidence_compares_with_the_champion_on_the_same_holdout(airflow_db, env
     assert "v2" in text and "champion v1" in text and ev["version_url"] in text and ev["gate_outcome"] in text
 
 
-def test_approval_step_when_the_config_asks_for_it(env) -> None:  # noqa: F811
+def test_approval_step_in_every_deploy_dag(env) -> None:  # noqa: F811
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
     from airflow_mlops.config import pipeline_by_name
     from airflow_mlops.factory import build_deploy_dag
 
     _, pipelines = env
+    # Without deploy.approval.required too: a forced version needs a human, decided at run time.
+    dag = build_deploy_dag(pipeline_by_name(PIPELINE))
+    assert isinstance(dag.get_task("approve"), ApprovalOperator)
+
     path = pipelines / f"{PIPELINE}.yaml"
     data = yaml.safe_load(path.read_text())
     data["deploy"]["approval"] = {"required": True, "timeout_minutes": 90, "approvers": ["alice"]}
@@ -169,6 +174,8 @@ def test_approval_step_when_the_config_asks_for_it(env) -> None:  # noqa: F811
     approve = dag.get_task("approve")
     assert isinstance(approve, ApprovalOperator)
     assert approve.upstream_task_ids == {"check_version"} and dag.get_task("promote").upstream_task_ids == {"approve"}
-    assert "approve" in dag.get_task("rollback").upstream_task_ids  # an unanswered request fails the run too
+    assert dag.get_task("promote").trigger_rule == "none_failed"  # a skipped (not needed) approval lets it run
+    assert "approve" in dag.get_task("rollback").upstream_task_ids  # a rejection or timeout fails the run too
     assert "markdown" in approve.body and approve.response_timeout.total_seconds() == 90 * 60
     assert approve.assigned_users == [{"id": "alice", "name": "alice"}]
+    assert approve.retries == 0
