@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,33 @@ def train_params(cfg: PipelineConfig) -> dict[str, Param]:
     }
 
 
+def deploy_request(ti: Any, params: Mapping[str, Any], dag_run: Any) -> dict[str, str] | bool:
+    """`passed_gates`: the conf of `<p>__deploy` when `register` gave the version the `challenger` alias, else
+    False (nothing to deploy). Built as data, so no text in it is ever rendered as a template."""
+    registered = ti.xcom_pull(task_ids="register")
+    if not registered["promoted"]:
+        return False
+    how = "forced past the gates" if registered.get("outcome") == "forced" else "passed the gates"
+    return {
+        "version": str(registered["version"]),
+        "reason": f"{params.get('reason') or 'manual'}: {how}",
+        "requested_by": f"{dag_run.dag_id}/{dag_run.run_id}",
+    }
+
+
+def retrain_request(ti: Any) -> dict[str, str] | bool:
+    """`retrain_wanted`: the conf of `<p>__train` when the monitor asks for a retrain, else False. Built as data:
+    the reasons hold lake paths and exception texts, which must never be rendered as a template."""
+    result = ti.xcom_pull(task_ids="monitor")
+    if not result["retrain"]:
+        return False
+    reasons = "; ".join(str(r) for r in result["reasons"])
+    return {
+        "end_date": str(result["date"]),
+        "reason": f"monitor {result['date']}: {reasons} (report {result['report_url']})",
+    }
+
+
 def build_train_dag(cfg: PipelineConfig) -> DAG:
     """`<p>__train`: train on the window, evaluate against the champion, register with alias `challenger`."""
     doc = (
@@ -156,7 +184,8 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         params=train_params(cfg),
-        render_template_as_native_obj=True,
+        # Text: native rendering would literal_eval a reason from the form or the monitor ("1_000" became 1000).
+        render_template_as_native_obj=False,
         **_dag_kwargs(cfg, "train", doc),
     ) as dag:
         train = TrainModelOperator(
@@ -180,19 +209,13 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             from airflow.providers.standard.operators.python import ShortCircuitOperator
             from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-            promoted = ShortCircuitOperator(
-                task_id="passed_gates",
-                python_callable=lambda ti: bool(ti.xcom_pull(task_ids="register")["promoted"]),
-            )
+            promoted = ShortCircuitOperator(task_id="passed_gates", python_callable=deploy_request)
             deploy = TriggerDagRunOperator(
                 task_id="trigger_deploy",
                 trigger_dag_id=cfg.dag_id("deploy"),
                 logical_date=None,  # no logical date: a deployment is an event, not a data interval
-                conf={
-                    "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
-                    "reason": "{{ params.reason }}: passed the gates",
-                    "requested_by": "{{ dag_run.dag_id }}/{{ dag_run.run_id }}",
-                },
+                # Built in Python by passed_gates: the reason (form or monitor text) is never part of a template.
+                conf="{{ ti.xcom_pull(task_ids='passed_gates') | tojson }}",  # type: ignore[arg-type]  # JSON text
             )
             register >> promoted >> deploy
     return dag
@@ -319,23 +342,18 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
         from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
         monitor = MonitorOperator(task_id="monitor", pipeline=cfg.name, ds="{{ params.date }}")
-        wanted = ShortCircuitOperator(
-            task_id="retrain_wanted", python_callable=lambda ti: bool(ti.xcom_pull(task_ids="monitor")["retrain"])
-        )
-        result = "ti.xcom_pull(task_ids='monitor')"
+        wanted = ShortCircuitOperator(task_id="retrain_wanted", python_callable=retrain_request)
+        request = "ti.xcom_pull(task_ids='retrain_wanted')"
         retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=cfg.dag_id("train"),
             # No logical date: the window end is in the conf, and the train DAG's end_date must not apply.
             logical_date=None,
             # One retrain per monitored date: a rerun of this task finds the run it made instead of adding one.
-            trigger_run_id=f"monitor__{{{{ {result}['date'] }}}}",
+            trigger_run_id=f"monitor__{{{{ {request}['end_date'] }}}}",
             skip_when_already_exists=True,
-            conf={
-                "end_date": f"{{{{ {result}['date'] }}}}",
-                "reason": f"monitor {{{{ {result}['date'] }}}}: {{{{ {result}['reasons'] | join('; ') }}}} "
-                f"(report {{{{ {result}['report_url'] }}}})",
-            },
+            # Built in Python by retrain_wanted: the reasons (data, exception texts) are never part of a template.
+            conf=f"{{{{ {request} | tojson }}}}",  # type: ignore[arg-type]  # JSON text: parsed by the operator
         )
         monitor >> wanted >> retrain
     return dag

@@ -137,3 +137,28 @@ def test_force_needs_a_reason_and_is_recorded(airflow_db, env) -> None:
     mv = client(server).get_model_version("flight_delays", result["version"])
     tags = " ".join(f"{k}={v}" for k, v in mv.tags.items())
     assert "hotfix for ticket 42" in tags and "dag_test" in tags  # why, and who triggered the run
+
+
+def test_reason_text_is_passed_on_verbatim_never_rendered(airflow_db, env) -> None:
+    """A reason typed in the form (or written by the monitor) is data: it reaches the MLflow run and the deploy
+    trigger as it was, whatever Jinja or Python-literal syntax it holds."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    server, _ = env
+    # Jinja syntax, and a Python literal as a whole (native rendering turned it into [1000, '...'] before).
+    reason = "[1_000, '{{ 7*7 }} {% if true %}x{% endif %}']"
+    dr, tis = run_train({"reason": reason})
+    assert str(dr.state) == "success", {k: str(t.state) for k, t in tis.items()}
+    mv = client(server).get_model_version("flight_delays", xcom(tis["register"])["version"])
+    assert client(server).get_run(mv.run_id).data.tags["mlops.reason"] == reason
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "flight_delays__deploy").all()
+        (triggered,) = [r for r in runs if (r.conf or {}).get("requested_by") == f"{dr.dag_id}/{dr.run_id}"]
+        conf = dict(triggered.conf)
+        session.delete(triggered)  # never run: nothing else in this test database should pick it up
+    assert conf == {
+        "version": mv.version,
+        "reason": f"{reason}: passed the gates",
+        "requested_by": f"{dr.dag_id}/{dr.run_id}",
+    }
