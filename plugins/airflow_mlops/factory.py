@@ -133,9 +133,11 @@ def train_params(cfg: PipelineConfig) -> dict[str, Param]:
             title="Force",
             description="Register the model as challenger even if it fails the quality gates.",
         ),
+        # Optional in the form (null allowed): the form marks a non-null string field required, which would block
+        # submitting the defaults. `force` without a reason still fails at run time (EvaluateModelOperator).
         "force_reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Why force",
             description="Required with force; recorded with who triggered the run on the run and the version.",
         ),

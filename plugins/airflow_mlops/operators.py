@@ -209,7 +209,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
 
         if str(self.force).lower() not in ("true", "1", "yes"):
             return None
-        if not str(self.force_reason or "").strip():
+        if not given(self.force_reason) or not str(self.force_reason).strip():
             raise AirflowFailException("force is set but force_reason is empty: say why the gates are overridden")
         who = getattr(context.get("dag_run"), "triggering_user_name", None) or "unknown"
         return ForceRequest(by=str(who), reason=str(self.force_reason))

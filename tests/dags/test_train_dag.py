@@ -139,6 +139,23 @@ def test_force_needs_a_reason_and_is_recorded(airflow_db, env) -> None:
     assert "hotfix for ticket 42" in tags and "dag_test" in tags  # why, and who triggered the run
 
 
+def test_trigger_form_submits_with_its_defaults() -> None:
+    """Every field of the form accepts its default as the form sends it (an empty text field as null); a field
+    whose schema does not allow null is one the form marks required."""
+    import jsonschema
+
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.factory import train_params
+
+    for name, param in train_params(pipeline_by_name("flight_delays")).items():
+        submitted = None if param.value in ("", None) else param.value
+        jsonschema.validate(submitted, param.schema)  # raises naming the field's schema
+        assert param.resolve(submitted) == submitted, name
+        if submitted is None:
+            assert "null" in param.schema["type"], f"{name} would be a required field"
+    assert "null" in train_params(pipeline_by_name("flight_delays"))["force_reason"].schema["type"]
+
+
 def test_reason_text_is_passed_on_verbatim_never_rendered(airflow_db, env) -> None:
     """A reason typed in the form (or written by the monitor) is data: it reaches the MLflow run and the deploy
     trigger as it was, whatever Jinja or Python-literal syntax it holds."""
