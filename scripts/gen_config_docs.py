@@ -520,12 +520,18 @@ with the credentials.
 | Field | Meaning |
 |---|---|
 | host, port, schema | The tracking URI `schema://host:port` (`schema` is `http` or `https`). |
-| login, password | Basic auth: become `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`. |
+| login, password | Basic auth, sent with the requests to this server only. |
 | extra `tracking_uri` | The full tracking URI; wins over host, port and schema. |
 | extra `registry_uri` | Model registry URI when it differs from the tracking URI. |
 | extra `ui_url` | Base URL of the MLflow UI for task links, when browsers reach it at another address. |
-| extra `token` | Bearer token (`MLFLOW_TRACKING_TOKEN`). |
-| extra `insecure_tls` | `true` to skip TLS verification. |
+| extra `token` | Bearer token (instead of login and password), sent with the requests to this server only. |
+| extra `insecure_tls` | `true` skips TLS checks (`MLFLOW_TRACKING_INSECURE_TLS`); not a boolean: an error. |
+
+The credentials never go into the worker's environment: the hook keeps them in memory, bound to the
+server's URL, and hands them to MLflow's HTTP layer per request through the package's MLflow request auth
+provider (`MLFLOW_TRACKING_AUTH=airflow_mlops`, set by the hook; the name is not a secret). Another MLflow
+server, and any child process, never receives them. Leave `MLFLOW_TRACKING_AUTH` unset (or set it to
+`airflow_mlops`) on the workers.
 
 ```bash
 export AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "mlops_mlflow", "host": "mlflow", "port": 5000, "schema": "http"}'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,41 @@ def train_params(cfg: PipelineConfig) -> dict[str, Param]:
             title="Force",
             description="Register the model as challenger even if it fails the quality gates.",
         ),
+        # Optional in the form (null allowed): the form marks a non-null string field required, which would block
+        # submitting the defaults. `force` without a reason still fails at run time (EvaluateModelOperator).
         "force_reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Why force",
             description="Required with force; recorded with who triggered the run on the run and the version.",
         ),
+    }
+
+
+def deploy_request(ti: Any, params: Mapping[str, Any], dag_run: Any) -> dict[str, str] | bool:
+    """`passed_gates`: the conf of `<p>__deploy` when `register` gave the version the `challenger` alias, else
+    False (nothing to deploy). Built as data, so no text in it is ever rendered as a template."""
+    registered = ti.xcom_pull(task_ids="register")
+    if not registered["promoted"]:
+        return False
+    how = "forced past the gates" if registered.get("outcome") == "forced" else "passed the gates"
+    return {
+        "version": str(registered["version"]),
+        "reason": f"{params.get('reason') or 'manual'}: {how}",
+        "requested_by": f"{dag_run.dag_id}/{dag_run.run_id}",
+    }
+
+
+def retrain_request(ti: Any) -> dict[str, str] | bool:
+    """`retrain_wanted`: the conf of `<p>__train` when the monitor asks for a retrain, else False. Built as data:
+    the reasons hold lake paths and exception texts, which must never be rendered as a template."""
+    result = ti.xcom_pull(task_ids="monitor")
+    if not result["retrain"]:
+        return False
+    reasons = "; ".join(str(r) for r in result["reasons"])
+    return {
+        "end_date": str(result["date"]),
+        "reason": f"monitor {result['date']}: {reasons} (report {result['report_url']})",
     }
 
 
@@ -156,7 +186,8 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         catchup=False,
         max_active_runs=1,
         params=train_params(cfg),
-        render_template_as_native_obj=True,
+        # Text: native rendering would literal_eval a reason from the form or the monitor ("1_000" became 1000).
+        render_template_as_native_obj=False,
         **_dag_kwargs(cfg, "train", doc),
     ) as dag:
         train = TrainModelOperator(
@@ -180,19 +211,13 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             from airflow.providers.standard.operators.python import ShortCircuitOperator
             from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-            promoted = ShortCircuitOperator(
-                task_id="passed_gates",
-                python_callable=lambda ti: bool(ti.xcom_pull(task_ids="register")["promoted"]),
-            )
+            promoted = ShortCircuitOperator(task_id="passed_gates", python_callable=deploy_request)
             deploy = TriggerDagRunOperator(
                 task_id="trigger_deploy",
                 trigger_dag_id=cfg.dag_id("deploy"),
                 logical_date=None,  # no logical date: a deployment is an event, not a data interval
-                conf={
-                    "version": "{{ ti.xcom_pull(task_ids='register')['version'] }}",
-                    "reason": "{{ params.reason }}: passed the gates",
-                    "requested_by": "{{ dag_run.dag_id }}/{{ dag_run.run_id }}",
-                },
+                # Built in Python by passed_gates: the reason (form or monitor text) is never part of a template.
+                conf="{{ ti.xcom_pull(task_ids='passed_gates') | tojson }}",  # type: ignore[arg-type]  # JSON text
             )
             register >> promoted >> deploy
     return dag
@@ -226,16 +251,21 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
 
 
 def build_deploy_dag(cfg: PipelineConfig) -> DAG:
-    """`<p>__deploy`: (approve,) promote, wait until served, smoke-test; roll back and fail on any failure."""
+    """`<p>__deploy`: approve when needed, promote, wait until served, smoke-test; roll back and fail on any failure."""
+    from airflow_mlops.approval import DeployApprovalOperator
+
     deploy = cfg.deploy
-    approval = "a human approves it in the Airflow UI (Required actions), then " if deploy.approval.required else ""
+    approval = "every version" if deploy.approval.required else "a version registered with force"
     doc = (
         f"### {cfg.name}: deploy\n{cfg.description}\n\n"
-        f"Checks the version (given, else the `challenger`) and gathers its evidence; {approval}makes it `champion` "
+        "Checks the version (given, else the `challenger`) and gathers its evidence. A human approves "
+        f"{approval} in the Airflow UI (Required actions) before it goes further; the user who forced a version "
+        "cannot approve it, and a rejection or an unanswered request fails the run. Then makes it `champion` "
         "(the old champion becomes `previous`), waits until the model server reports it, and smoke-tests it on "
         "holdout rows of its own training window (schema, predictions equal to offline ones, latency budget). If "
-        "any step fails, `champion` goes back to the previous version, the server returns to it, and the run "
-        "fails naming why. Promotions and rollbacks are audit records (`mlops.audit.*` tags) on the registered model."
+        "any step fails, `champion` goes back to the version this run replaced, the server returns to it, and the "
+        "run fails naming why. Approvals, rejections, promotions and rollbacks are audit records "
+        "(`mlops.audit.*` tags) on the registered model."
     )
     params = {
         "version": Param(
@@ -256,7 +286,17 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
         common = {"pipeline": cfg.name, "ds": RUN_DATE}
         check = CheckVersionOperator(task_id="check_version", version="{{ params.version }}", **common)
         version = "{{ ti.xcom_pull(task_ids='check_version')['version'] }}"
-        promote = PromoteModelOperator(task_id="promote", **common)
+        # Always there; it skips at run time when neither the config nor a forced version asks for a human.
+        approve = DeployApprovalOperator(
+            task_id="approve",
+            pipeline=cfg.name,
+            subject=f"Deploy {cfg.train.model_name(cfg.name)} v{version}?",
+            body="{{ ti.xcom_pull(task_ids='check_version')['markdown'] }}",
+            response_timeout=timedelta(minutes=deploy.approval.timeout_minutes),
+            assigned_users=[{"id": u, "name": u} for u in deploy.approval.approvers] or None,
+        )
+        # none_failed: runs after an approval or a skipped (not needed) one; a rejection or timeout fails approve.
+        promote = PromoteModelOperator(task_id="promote", trigger_rule="none_failed", **common)
         serving = ServedVersionSensor(
             task_id="wait_until_served",
             pipeline=cfg.name,
@@ -268,24 +308,8 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
         smoke = SmokeTestOperator(task_id="smoke_test", **common)
         # Fails the run on purpose (AirflowFailException, never retried) once the old champion serves again.
         rollback = RollbackOperator(task_id="rollback", trigger_rule="one_failed", **common)
-        steps = [promote, serving, smoke]
-        if deploy.approval.required:
-            from airflow.providers.standard.operators.hitl import ApprovalOperator
-
-            approve = ApprovalOperator(
-                task_id="approve",
-                subject=f"Deploy {cfg.train.model_name(cfg.name)} v{version}?",
-                body="{{ ti.xcom_pull(task_ids='check_version')['markdown'] }}",
-                response_timeout=timedelta(minutes=deploy.approval.timeout_minutes),
-                assigned_users=[{"id": u, "name": u} for u in deploy.approval.approvers] or None,
-                retries=0,  # a retry would ask again after a timeout: an unanswered request is a no
-            )
-            check >> approve >> promote
-            steps.insert(0, approve)
-        else:
-            check >> promote
-        promote >> serving >> smoke
-        steps >> rollback
+        check >> approve >> promote >> serving >> smoke
+        [approve, promote, serving, smoke] >> rollback
     return dag
 
 
@@ -320,23 +344,18 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
         from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
         monitor = MonitorOperator(task_id="monitor", pipeline=cfg.name, ds="{{ params.date }}")
-        wanted = ShortCircuitOperator(
-            task_id="retrain_wanted", python_callable=lambda ti: bool(ti.xcom_pull(task_ids="monitor")["retrain"])
-        )
-        result = "ti.xcom_pull(task_ids='monitor')"
+        wanted = ShortCircuitOperator(task_id="retrain_wanted", python_callable=retrain_request)
+        request = "ti.xcom_pull(task_ids='retrain_wanted')"
         retrain = TriggerDagRunOperator(
             task_id="trigger_retrain",
             trigger_dag_id=cfg.dag_id("train"),
             # No logical date: the window end is in the conf, and the train DAG's end_date must not apply.
             logical_date=None,
             # One retrain per monitored date: a rerun of this task finds the run it made instead of adding one.
-            trigger_run_id=f"monitor__{{{{ {result}['date'] }}}}",
+            trigger_run_id=f"monitor__{{{{ {request}['end_date'] }}}}",
             skip_when_already_exists=True,
-            conf={
-                "end_date": f"{{{{ {result}['date'] }}}}",
-                "reason": f"monitor {{{{ {result}['date'] }}}}: {{{{ {result}['reasons'] | join('; ') }}}} "
-                f"(report {{{{ {result}['report_url'] }}}})",
-            },
+            # Built in Python by retrain_wanted: the reasons (data, exception texts) are never part of a template.
+            conf=f"{{{{ {request} | tojson }}}}",  # type: ignore[arg-type]  # JSON text: parsed by the operator
         )
         monitor >> wanted >> retrain
     return dag

@@ -18,7 +18,24 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from airflow_mlops.core.lake.storage import Lake
+    from airflow_mlops.core.registry.auth import ServerCredentials
     from airflow_mlops.core.registry.tracking import RetryPolicy, Tracking
+
+
+TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
+FALSE_WORDS = frozenset({"false", "no", "0", "off", ""})
+
+
+def parse_bool(value: Any, where: str) -> bool:
+    """A boolean from a connection extra, strictly: the string "false" is False (bool("false") is True)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"{where}: expected true or false, got {value!r}")
 
 
 class LakeConfigError(ValueError):
@@ -152,10 +169,11 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
     """An MLflow tracking server from an Airflow connection.
 
     Connection (type mlops_mlflow; any type with these fields works): host, port and schema (http or https) give
-    the URI; login and password become
-    MLFLOW_TRACKING_USERNAME/PASSWORD. Extras: `tracking_uri` (overrides host/port/schema), `registry_uri`,
-    `ui_url` (base URL of the UI for links, when browsers reach it at another address), `token`
-    (MLFLOW_TRACKING_TOKEN), `insecure_tls` (bool).
+    the URI; login and password are sent as basic auth. Extras: `tracking_uri` (overrides host/port/schema),
+    `registry_uri`, `ui_url` (base URL of the UI for links, when browsers reach it at another address), `token`
+    (bearer token, instead of login and password), `insecure_tls` (true or false; only a real true turns off TLS
+    verification). Credentials go with this server's requests only and are never put in the environment (see
+    `configure`).
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -199,23 +217,46 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
     def get_registry_uri(self) -> str:
         return str(self.extras.get("registry_uri") or self.get_tracking_uri()).rstrip("/")
 
-    def export_credentials(self) -> None:
-        """Set MLflow's credential variables for this process (MLflow reads them on every request)."""
-        conn, extras = self.connection, self.extras
-        if conn.login:
-            os.environ["MLFLOW_TRACKING_USERNAME"] = str(conn.login)
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = str(conn.password or "")
-        if extras.get("token"):
-            os.environ["MLFLOW_TRACKING_TOKEN"] = str(extras["token"])
-        if "insecure_tls" in extras:
-            os.environ["MLFLOW_TRACKING_INSECURE_TLS"] = str(bool(extras["insecure_tls"])).lower()
+    def credentials(self) -> ServerCredentials | None:
+        """The connection's login/password or `token` extra, None when it has neither."""
+        from airflow_mlops.core.registry.auth import ServerCredentials
+
+        conn, token = self.connection, self.extras.get("token")
+        if not conn.login and not token:
+            return None
+        return ServerCredentials(
+            username=str(conn.login) if conn.login else None,
+            password=str(conn.password or ""),
+            token=str(token) if token else None,
+        )
+
+    def insecure_tls(self) -> bool:
+        """The `insecure_tls` extra, read strictly: a JSON boolean or true/false/yes/no/1/0 (any case)."""
+        return parse_bool(self.extras.get("insecure_tls", False), f"connection {self.mlflow_conn_id!r}: insecure_tls")
+
+    def configure(self) -> None:
+        """Make this process's MLflow requests to the connection's server carry its credentials and TLS setting.
+
+        Credentials are registered in memory for this server's URLs only (`core.registry.auth`), never put in
+        os.environ, so other servers and child processes never see them. `insecure_tls` is MLflow's
+        MLFLOW_TRACKING_INSECURE_TLS (MLflow has no per-server TLS switch): set to exactly what the extra
+        says when it is given.
+        """
+        from airflow_mlops.core.registry.auth import register
+
+        creds = self.credentials()
+        if creds is not None:
+            for uri in {self.get_tracking_uri(), self.get_registry_uri()}:
+                register(uri, creds)
+        if "insecure_tls" in self.extras:
+            os.environ["MLFLOW_TRACKING_INSECURE_TLS"] = str(self.insecure_tls()).lower()
 
     def get_client(self) -> MlflowClient:
         """An MlflowClient for the connection's server, created on first use."""
         if self._client is None:
             from mlflow import MlflowClient
 
-            self.export_credentials()
+            self.configure()
             self._client = MlflowClient(tracking_uri=self.get_tracking_uri(), registry_uri=self.get_registry_uri())
         return self._client
 
@@ -226,7 +267,7 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
         """The project's MLflow operations (retrying, idempotent) against this server."""
         from airflow_mlops.core.registry.tracking import Tracking
 
-        self.export_credentials()
+        self.configure()
         return Tracking(self.get_tracking_uri(), self.get_registry_uri(), retry=retry, ui_url=self.extras.get("ui_url"))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -235,14 +276,18 @@ class MlflowHook(BaseHook):  # type: ignore[misc]
             uri = self.get_tracking_uri()
         except Exception as exc:
             return False, str(exc)
-        conn, extras = self.connection, self.extras
+        creds = self.credentials()
+        header = creds.authorization() if creds is not None else None
+        try:
+            verify = not self.insecure_tls()
+        except ValueError as exc:
+            return False, str(exc)
         ok, why, _ = check_service(
             "MLflow",
             uri,
             ("POST", "/api/2.0/mlflow/experiments/search", {"max_results": 1}),
-            auth=(str(conn.login), str(conn.password or "")) if conn.login else None,
-            headers={"Authorization": f"Bearer {extras['token']}"} if extras.get("token") else {},
-            verify=not bool(extras.get("insecure_tls", False)),
+            headers={"Authorization": header} if header else {},
+            verify=verify,
         )
         return ok, why or f"MLflow at {uri} is up and the API answers"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from html import escape
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseNotifier, Context
@@ -13,12 +14,14 @@ class MonitorAlertNotifier(BaseNotifier):
     """Sends one monitor alert.
 
     :param pipeline: pipeline name.
-    :param alert: the alert: at least `outcome`, `reasons` (list of text) and `report_url` (templated).
+    :param alert: the alert: at least `outcome`, `reasons` (list of text) and `report_url`. Never templated: it
+        holds data (lake paths, exception texts), which is sent as it is and never rendered.
     :param email: addresses mailed through Airflow's SMTP connection (`smtp_default`).
     :param webhook_conn_id: Airflow HTTP connection; the alert is POSTed to its URL as JSON.
     """
 
-    template_fields: Sequence[str] = ("alert",)
+    # Nothing here is a template: a `{{` in a reason would fail the task, and data would reach Jinja.
+    template_fields: Sequence[str] = ()
 
     def __init__(
         self,
@@ -65,8 +68,9 @@ class MonitorAlertNotifier(BaseNotifier):
     def send_email(self, context: Context) -> None:
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        html = "<br>".join(self.text().splitlines())
-        SmtpNotifier(to=self.email, subject=self.subject(), html_content=html)(context)
+        html = "<br>".join(escape(line) for line in self.text().splitlines())
+        # notify(), not __call__: __call__ would render the subject and the body as templates.
+        SmtpNotifier(to=self.email, subject=self.subject(), html_content=html).notify(context)
 
     def post_webhook(self) -> None:
         import httpx

@@ -209,7 +209,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
 
         if str(self.force).lower() not in ("true", "1", "yes"):
             return None
-        if not str(self.force_reason or "").strip():
+        if not given(self.force_reason) or not str(self.force_reason).strip():
             raise AirflowFailException("force is set but force_reason is empty: say why the gates are overridden")
         who = getattr(context.get("dag_run"), "triggering_user_name", None) or "unknown"
         return ForceRequest(by=str(who), reason=str(self.force_reason))
@@ -370,14 +370,27 @@ class CheckVersionOperator(DeployOperator):
 
 class PromoteModelOperator(DeployOperator):
     """Makes the version `champion` (the old champion becomes `previous`), records who and why on the
-    registered model, and asks the model server to pick it up."""
+    registered model, and asks the model server to pick it up. A version that needs a human approval (forced,
+    or `deploy.approval.required`) is refused unless the approval task approved it in this DAG run.
+
+    :param approve_task_id: the approval task whose result names the approver.
+    """
+
+    def __init__(self, *, approve_task_id: str = "approve", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.approve_task_id = approve_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.deploy.steps import promote_step
+        from airflow_mlops.core.deploy.steps import Approval, DeployRefused, promote_step
 
         cfg, _ = self.config_and_lake()
         checked = self.checked(context)
-        result = promote_step(self.tracking(), cfg, checked["version"], self.who(context))
+        answer = context["ti"].xcom_pull(task_ids=self.approve_task_id) or {}
+        approval = Approval(str(answer["by"]), str(answer.get("by_id") or "")) if answer.get("approved") else None
+        try:
+            result = promote_step(self.tracking(), cfg, checked["version"], self.who(context), approval)
+        except DeployRefused as exc:
+            raise AirflowFailException(str(exc)) from exc
         self.model_version_url = result["version_url"]
         self.log.info("%s v%s is champion (replaced: %s)", result["model_name"], result["version"], result["replaced"])
         try:
@@ -412,8 +425,8 @@ class SmokeTestOperator(DeployOperator):
 
 
 class RollbackOperator(DeployOperator):
-    """Runs when a deploy step failed: puts `champion` back on the version it had before, waits until the
-    model server serves it again, records the rollback, and fails the run naming why."""
+    """Runs when a deploy step failed: puts `champion` back on the version this run's promotion replaced, waits
+    until the model server serves it again, records the rollback, and fails the run naming why."""
 
     def execute(self, context: Context) -> None:
         from airflow_mlops.core.deploy.steps import rollback_step
@@ -431,11 +444,12 @@ class RollbackOperator(DeployOperator):
             raise AirflowFailException(
                 f"deploy of {name} v{version} failed before promotion ({why}); champion unchanged"
             )
-        rollback_step(tracking, cfg, version, before, self.who_for(context, why))
-        served = self.wait_served(cfg, before)
+        # The champion this run's promotion replaced (recorded then), else the one seen when the run started.
+        restored = rollback_step(tracking, cfg, version, before, self.who_for(context, why))["champion"]
+        served = self.wait_served(cfg, restored)
         raise AirflowFailException(
             f"deploy of {name} v{version} failed: {why}. Rolled back: champion is "
-            f"{'v' + str(before) if before else 'unset'}, the model server serves {served or 'nothing'}"
+            f"{'v' + str(restored) if restored else 'unset'}, the model server serves {served or 'nothing'}"
         )
 
     def who_for(self, context: Context, why: str) -> Any:

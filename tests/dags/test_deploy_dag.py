@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import mlflow
 import pytest
 import yaml
@@ -66,6 +69,7 @@ def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_s
     dr, tis = run_deploy({"version": "1", "reason": "first release"})
     assert str(dr.state) == "success", states(tis)
     assert states(tis)["rollback"] == "skipped"
+    assert states(tis)["approve"] == "skipped"  # passed its gates, and the config asks for no approval
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
     assert model_server.served(PIPELINE)["version"] == "1"
     smoke = xcom(tis["smoke_test"])
@@ -154,13 +158,17 @@ def test_evidence_compares_with_the_champion_on_the_same_holdout(airflow_db, env
     assert "v2" in text and "champion v1" in text and ev["version_url"] in text and ev["gate_outcome"] in text
 
 
-def test_approval_step_when_the_config_asks_for_it(env) -> None:  # noqa: F811
+def test_approval_step_in_every_deploy_dag(env) -> None:  # noqa: F811
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
     from airflow_mlops.config import pipeline_by_name
     from airflow_mlops.factory import build_deploy_dag
 
     _, pipelines = env
+    # Without deploy.approval.required too: a forced version needs a human, decided at run time.
+    dag = build_deploy_dag(pipeline_by_name(PIPELINE))
+    assert isinstance(dag.get_task("approve"), ApprovalOperator)
+
     path = pipelines / f"{PIPELINE}.yaml"
     data = yaml.safe_load(path.read_text())
     data["deploy"]["approval"] = {"required": True, "timeout_minutes": 90, "approvers": ["alice"]}
@@ -169,6 +177,68 @@ def test_approval_step_when_the_config_asks_for_it(env) -> None:  # noqa: F811
     approve = dag.get_task("approve")
     assert isinstance(approve, ApprovalOperator)
     assert approve.upstream_task_ids == {"check_version"} and dag.get_task("promote").upstream_task_ids == {"approve"}
-    assert "approve" in dag.get_task("rollback").upstream_task_ids  # an unanswered request fails the run too
+    assert dag.get_task("promote").trigger_rule == "none_failed"  # a skipped (not needed) approval lets it run
+    assert "approve" in dag.get_task("rollback").upstream_task_ids  # a rejection or timeout fails the run too
     assert "markdown" in approve.body and approve.response_timeout.total_seconds() == 90 * 60
     assert approve.assigned_users == [{"id": "alice", "name": "alice"}]
+    assert approve.retries == 0
+
+
+def test_model_server_killed_mid_deploy_rolls_back_and_the_old_version_serves_once_it_is_back(
+    airflow_db, served, lake_root, model_server_factory
+) -> None:
+    """The server is SIGKILLed while the smoke test of v2 runs: the run rolls back to v1, and the server started
+    again on the same port serves v1."""
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+
+    server, pipelines, model_server = served
+    tracking = Tracking(server.uri)
+    assert str(run_deploy({"version": "1"})[0].state) == "success"
+    path = pipelines / f"{PIPELINE}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["deploy"].update(poke_interval_seconds=1, smoke={"latency_requests": 3000})  # a smoke test that lasts
+    path.write_text(yaml.safe_dump(data))
+    chaos: dict = {}
+
+    def kill_then_restart() -> None:
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                with create_session() as session:
+                    running = (
+                        session.query(TaskInstance)
+                        .filter_by(dag_id=f"{PIPELINE}__deploy", task_id="smoke_test", state="running")
+                        .count()
+                    )
+                if running:
+                    break
+                time.sleep(0.2)
+            chaos["killed_version"] = model_server.served(PIPELINE)["version"]
+            model_server.proc.kill()  # SIGKILL: no shutdown of any kind
+            model_server.proc.wait(timeout=60)
+            while tracking.alias_version(PIPELINE, CHAMPION) != "1":  # the rollback moves the alias back
+                assert time.monotonic() < deadline, "no rollback"
+                time.sleep(0.2)
+            chaos["server"] = model_server_factory(
+                server.uri, lake_root, pipelines, "--poll-seconds", "0.5", port=model_server.port
+            )
+        except BaseException as exc:  # reported in the test's thread
+            chaos["error"] = exc
+
+    thread = threading.Thread(target=kill_then_restart, daemon=True)
+    thread.start()
+    dr, tis = run_deploy({"version": "2", "reason": "weekly retrain"})
+    thread.join(timeout=300)
+    assert "error" not in chaos, chaos.get("error")
+    assert chaos["killed_version"] == "2"  # killed while it served the new version
+    assert str(dr.state) == "failed", states(tis)
+    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "failed"
+    assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
+    back = chaos["server"]
+    assert back.served(PIPELINE)["version"] == "1"
+    answer = back.predict_rows(PIPELINE, holdout_rows())
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    rollback = promotion.audit_log(tracking, PIPELINE)[-1]
+    assert (rollback.action, rollback.champion, rollback.replaced) == ("rollback", "1", "2")
+    assert "rolled_back" in str(client(server).get_model_version(PIPELINE, "2").tags)

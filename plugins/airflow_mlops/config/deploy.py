@@ -10,12 +10,20 @@ from airflow_mlops.config.schema import Strict
 class ApprovalConfig(Strict):
     """Human approval (Airflow HITL) before a version becomes champion."""
 
-    required: bool = Field(default=False, description="Ask a human in the Airflow UI before promoting.")
-    timeout_minutes: int = Field(
-        default=1440, ge=1, description="Unanswered this long: the version is not promoted and the run fails."
+    required: bool = Field(
+        default=False,
+        description="Ask a human in the Airflow UI before promoting any version. A version registered with "
+        "force is always asked for, whatever this says, and the user who forced it cannot approve it.",
+    )
+    timeout_minutes: float = Field(
+        default=1440,
+        gt=0,
+        description="Unanswered this long: the version is not promoted, the run fails and the audit says so.",
     )
     approvers: list[str] = Field(
-        default_factory=list, description="Airflow user names allowed to answer (empty: any user with access)."
+        default_factory=list,
+        description="Airflow user names allowed to answer (empty: any user with access); the user who forced "
+        "the version is left out.",
     )
 
 

@@ -207,9 +207,10 @@ def summary(cfg: StackConfig, pipeline: str, report: LoopReport) -> str:
         records = []
         out.append(f"  none: {exc}")
     for rec in records:
-        out.append(
-            f"  {rec.when} {rec.action:<8} champion v{rec.champion} (was v{rec.replaced}) by {rec.who}: {rec.why}"
-        )
+        what = f"champion v{rec.champion} (was v{rec.replaced})"
+        if rec.action not in ("promote", "rollback"):  # approve/reject: the candidate, and the champion then
+            what = f"v{rec.champion} (champion v{rec.replaced})"
+        out.append(f"  {rec.when} {rec.action:<8} {what} by {rec.who}: {rec.why}")
 
     experiment = client.get_experiment_by_name(pcfg.monitor.experiment or f"{pipeline}-monitoring")
     out.append("\nMonitoring over time (one MLflow run per monitor run):")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 from typing import Annotated
 
@@ -14,7 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from airflow_mlops.core.lake import paths
 
-MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".txt": "text/plain; charset=utf-8"}
+
+def _safe_name(path: str) -> str:
+    """The file name for a download header: no quotes, backslashes or control characters from the lake."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", PurePosixPath(path).name) or "download"
 
 
 def check_lake_path(path: str) -> tuple[str, str]:
@@ -50,15 +54,21 @@ def create_app() -> FastAPI:
             data = await run_in_threadpool(lake.read_bytes, lake.uri(path))
         except StorageError as exc:
             raise HTTPException(status_code=404, detail=f"no such report: {path}") from exc
-        suffix = PurePosixPath(path).suffix
-        media = MEDIA_TYPES.get(suffix)
-        if media is None:
-            # Data files (quarantined batches) download instead of rendering.
+        if paths.is_report(path):
             return Response(
                 data,
-                media_type="application/octet-stream",
-                headers={"Content-Disposition": f'attachment; filename="{PurePosixPath(path).name}"'},
+                media_type="text/html; charset=utf-8",
+                headers={"X-Content-Type-Options": "nosniff", "Content-Disposition": "inline"},
             )
-        return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff"})
+        # Anything else (a quarantined landing file, its error JSON) may hold what an upstream system sent:
+        # it downloads, never renders on Airflow's origin.
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{_safe_name(path)}"',
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
 
     return app

@@ -75,3 +75,43 @@ def test_quarantined_data_downloads(api, lake) -> None:
     resp = get(api, "quarantine/flight_delays/flights/date=2013-01-01/flights.parquet", tokens["admin"])
     assert resp.status_code == 200 and resp.content == b"PAR1"
     assert "attachment" in resp.headers["content-disposition"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # A landing file named *.html, copied into quarantine as delivered: it may hold anything upstream sent.
+        "quarantine/flight_delays/flights/date=2013-01-01/2013-01-01.html",
+        "quarantine/flight_delays/flights/date=2013-01-01/report.html",  # a report, but next to delivered files
+        "quarantine/flight_delays/flights/date=2013-01-01/error.json",
+        "reports/flight_delays/validation/flights/date=2013-01-01/evil.html",  # not a name the package writes
+        "reports/flight_delays/elsewhere/report.html",
+    ],
+)
+def test_only_the_packages_reports_render_everything_else_downloads(api, lake, path: str) -> None:
+    _, tokens = api
+    page = b"<html><script>fetch('/api/v2/connections')</script></html>"
+    lake.write_bytes(lake.uri(path), page)
+    resp = get(api, path, tokens["admin"])
+    assert resp.status_code == 200 and resp.content == page
+    assert resp.headers["content-type"] == "application/octet-stream"
+    assert resp.headers["content-disposition"].startswith("attachment; filename=")
+    assert resp.headers["x-content-type-options"] == "nosniff"
+
+
+def test_reports_the_package_writes_render_inline(api, lake) -> None:
+    _, tokens = api
+    monitor = paths.monitor_report("flight_delays", "2013-01-02")
+    lake.write_text(lake.uri(monitor), "<html>drift</html>")
+    for path in (REPORT, monitor):
+        resp = get(api, path, tokens["admin"])
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+        assert "attachment" not in resp.headers.get("content-disposition", "")
+
+
+def test_download_names_cannot_break_the_header(api, lake) -> None:
+    _, tokens = api
+    path = 'quarantine/flight_delays/flights/date=2013-01-01/a"b;c.csv'
+    lake.write_bytes(lake.uri(path), b"x")
+    resp = get(api, path, tokens["admin"])
+    assert resp.headers["content-disposition"] == 'attachment; filename="a_b_c.csv"'

@@ -20,6 +20,35 @@ class DeployRefused(ValueError):
 
 
 @dataclass(frozen=True)
+class Approval:
+    """A human's approval of a version in this DAG run: the Airflow user's name and id."""
+
+    by: str
+    by_id: str = ""
+
+    def is_user(self, user: str | None) -> bool:
+        """Whether this approval was given by `user` (matched on the Airflow user's name or id)."""
+        return any(same_user(user, mine) for mine in (self.by, self.by_id))
+
+
+def same_user(a: str | None, b: str | None) -> bool:
+    """Whether two Airflow user names (or ids) name the same user."""
+    return bool(a and b and a.strip().casefold() == b.strip().casefold())
+
+
+def approval_reason(cfg: PipelineConfig, forced_by: str | None) -> str | None:
+    """Why a human must approve the version before it becomes champion; None when nobody has to.
+
+    A version registered with force always needs one, whatever `deploy.approval.required` says.
+    """
+    if forced_by:
+        return f"it was registered with force by {forced_by}: a different user must approve it"
+    if cfg.deploy.approval.required:
+        return "deploy.approval.required is set for this pipeline"
+    return None
+
+
+@dataclass(frozen=True)
 class Who:
     """Who asked for the deployment and why, and the DAG run doing it (one audit record per action and run)."""
 
@@ -115,7 +144,7 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         f"Gates: **{ev['gate_outcome']}**: {ev['gate_reason']}",
     ]
     if ev.get("forced_by"):
-        lines.append(f"Gates overridden by {ev['forced_by']}.")
+        lines.append(f"Gates overridden by {ev['forced_by']}, who therefore cannot approve this version.")
     lines += [
         f"Training data: {ev['window']} (content hash `{ev['content_hash']}`).",
         "",
@@ -124,9 +153,30 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def promote_step(tracking: Tracking, cfg: PipelineConfig, version: str, who: Who) -> dict[str, Any]:
-    """Move `champion` to the version (the old one becomes `previous`) and keep the audit record."""
+def check_approved(tracking: Tracking, cfg: PipelineConfig, version: str, approval: Approval | None) -> None:
+    """Raise DeployRefused unless the version may become champion: one that needs a human approval has one,
+    and a forced version was approved by someone other than who forced it."""
     name = cfg.train.model_name(cfg.name)
+    forced_by = dict(_version(tracking, name, version).tags or {}).get(promotion.FORCE_BY)
+    needed = approval_reason(cfg, forced_by)
+    if needed is None:
+        return
+    if approval is None:
+        raise DeployRefused(f"{name} v{version} needs a human approval ({needed}) and this run has none")
+    if approval.is_user(forced_by):
+        raise DeployRefused(f"{name} v{version} was forced by {forced_by}, who cannot approve it too")
+
+
+def promote_step(
+    tracking: Tracking, cfg: PipelineConfig, version: str, who: Who, approval: Approval | None = None
+) -> dict[str, Any]:
+    """Move `champion` to the version (the old one becomes `previous`) and keep the audit record.
+
+    :param approval: the human approval given in this DAG run, if any; a version that needs one
+        (forced, or `deploy.approval.required`) is refused without it (DeployRefused).
+    """
+    name = cfg.train.model_name(cfg.name)
+    check_approved(tracking, cfg, version, approval)
     record = promotion.promote(tracking, name, version, who=who.who, why=who.why, dag_run_id=who.dag_run_id)
     return {
         "model_name": name,
@@ -190,11 +240,19 @@ def run_smoke_test(sample: SmokeSample, predict: Predict, version: str, cfg: Pip
 
 
 def rollback_step(
-    tracking: Tracking, cfg: PipelineConfig, failed: str, to_version: str | None, who: Who
+    tracking: Tracking, cfg: PipelineConfig, failed: str, fallback: str | None, who: Who
 ) -> dict[str, Any]:
-    """Put `champion` back on the version it had before this deployment, mark the failed one, keep the record."""
+    """Put `champion` back on the version this deployment's promotion replaced, mark the failed one, keep the record.
+
+    The replaced version comes from the promotion's audit record (written when the alias moved), not from
+    what was champion when the run started: the alias may have moved while the run waited for an approval.
+
+    :param fallback: the version to restore when this run recorded no promotion of `failed`.
+    """
     name = cfg.train.model_name(cfg.name)
+    record = promotion.promote_record(tracking, name, who.dag_run_id)
+    to_version = record.replaced if record is not None and record.champion == failed else fallback
     if failed == to_version:
         raise ValueError(f"cannot roll back {name} v{failed} onto itself")
-    record = promotion.rollback(tracking, name, failed, to_version, who=who.who, why=who.why, dag_run_id=who.dag_run_id)
-    return {"model_name": name, "failed": failed, "champion": to_version, "audit": record.tag_key()}
+    done = promotion.rollback(tracking, name, failed, to_version, who=who.who, why=who.why, dag_run_id=who.dag_run_id)
+    return {"model_name": name, "failed": failed, "champion": to_version, "audit": done.tag_key()}

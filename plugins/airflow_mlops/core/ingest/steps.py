@@ -47,12 +47,16 @@ def features_uri(lake: Lake, cfg: PipelineConfig, ds: str) -> str:
 def _reject(
     lake: Lake, cfg: PipelineConfig, source: str, ds: str, files: dict[str, bytes], reason: str
 ) -> BatchRejected:
-    """Quarantine a batch, drop what was derived from it for that date, and build the error to raise."""
+    """Quarantine a batch, drop what was derived from it for that date, and build the error to raise.
+
+    `files` ends with the reason file (error.json or validation.json): written last, it marks the quarantine
+    complete. The order makes a task killed at any point safe: the date's features go first (nothing
+    downstream reads the rejected date any more), the raw partition last (a retry still has its input).
+    """
+    lake.delete(lake.uri(paths.features_partition(cfg.name, ds)))
     target = lake.uri(paths.quarantine(cfg.name, source, ds))
     lake.replace_partition(target, files)
-    # Nothing downstream may use a rejected batch: remove its raw and features partitions of that date.
     lake.delete(lake.uri(paths.raw_partition(cfg.name, source, ds)))
-    lake.delete(lake.uri(paths.features_partition(cfg.name, ds)))
     report = lake.uri(paths.validation_report(cfg.name, source, ds))
     return BatchRejected(f"{reason}\nThe batch was quarantined in {target}; report: {report}")
 
@@ -70,10 +74,10 @@ def ingest_source(
         html = render_error_html(f"{cfg.name}: landing file of {source} rejected", ctx, str(exc))
         lake.write_text(lake.uri(paths.validation_report(cfg.name, source, ds)), html)
         error = {"file": src_uri, "error": str(exc), **ctx}
-        files = {
+        files = {  # the reason file last: it marks the quarantine complete
             src_uri.rsplit("/", 1)[-1]: data,
-            "error.json": json.dumps(error, indent=2).encode(),
             "report.html": html.encode(),
+            "error.json": json.dumps(error, indent=2).encode(),
         }
         raise _reject(lake, cfg, source, ds, files, str(exc)) from exc
     uri = raw_uri(lake, cfg, source, ds)
@@ -96,10 +100,10 @@ def validate_source(
     report_uri = lake.uri(paths.validation_report(cfg.name, source, ds))
     lake.write_text(report_uri, html)
     if not outcome.success:
-        files = {
+        files = {  # the reason file last: it marks the quarantine complete
             f"{source}.parquet": lake.read_bytes(uri),
-            "validation.json": json.dumps(outcome.result, indent=2, default=str).encode(),
             "report.html": html.encode(),
+            "validation.json": json.dumps(outcome.result, indent=2, default=str).encode(),
         }
         raise _reject(lake, cfg, source, ds, files, outcome.error_message(uri))
     return {"uri": uri, "rows": len(df), "report_uri": report_uri, "success": True}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def partition(ds: str) -> str:
     """Folder name of the partition of one logical date (YYYY-MM-DD)."""
@@ -43,6 +45,20 @@ def validation_report(pipeline: str, source: str, ds: str) -> str:
 
 BROWSABLE_ZONES = ("reports", "quarantine")
 """Zones whose files the API server plugin serves to signed-in users (never data zones)."""
+
+_SEGMENT = r"[^/.][^/]*"
+_DATE = r"date=\d{4}-\d{2}-\d{2}"
+REPORT_PATTERNS = (
+    re.compile(rf"reports/{_SEGMENT}/validation/{_SEGMENT}/{_DATE}/report\.html"),  # validation_report()
+    re.compile(rf"reports/{_SEGMENT}/monitor/{_DATE}/report\.html"),  # monitor_report()
+)
+"""The HTML reports this package writes; only these may be shown as pages (everything else in the lake may
+hold what an upstream system delivered, e.g. a landing file copied into quarantine)."""
+
+
+def is_report(path: str) -> bool:
+    """Whether a lake path (relative to the root) is one of the HTML reports the package writes."""
+    return any(pattern.fullmatch(path) for pattern in REPORT_PATTERNS)
 
 
 def predictions(pipeline: str, ds: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import glob
 import io
 import os
 import re
@@ -129,8 +130,10 @@ class Lake:
     def replace_partition(self, partition_uri: str, files: dict[str, bytes]) -> builtins.list[str]:
         """Make a partition hold exactly `files`: write them, then drop files not among them.
 
-        Each file is written atomically, so a rerun replaces a partition and never duplicates it.
-        Returns the URIs of the files written, sorted.
+        The last file of `files` marks the partition complete: it is removed before anything else is written
+        and written after all the others, so a partition that holds it holds the whole set (a writer killed
+        half-way leaves no marker; its rerun completes the partition). Each file is written atomically, so a
+        rerun replaces a partition and never duplicates it. Returns the URIs of the files written, sorted.
         """
         base = partition_uri.rstrip("/")
         wanted: dict[str, bytes] = {}
@@ -139,8 +142,13 @@ class Lake:
             if not rel or ".." in rel.split("/"):
                 raise StorageError(f"invalid file name {name!r} for partition {partition_uri}")
             wanted[f"{base}/{rel}"] = data
-        for uri, data in wanted.items():
-            self.write_bytes(uri, data)
+        if not wanted:
+            raise StorageError(f"no files for partition {partition_uri}")
+        *body, marker = wanted
+        self.delete(marker)
+        for uri in body:
+            self.write_bytes(uri, wanted[uri])
+        self.write_bytes(marker, wanted[marker])
         for uri in self.list(base):
             if uri not in wanted:
                 self.delete(uri)
@@ -195,6 +203,10 @@ class LocalLake(Lake):
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot write {uri}: {exc.strerror or exc}") from exc
             raise
+        # A writer killed before its rename (SIGKILL runs no cleanup) left its temporary file: never listed or
+        # read, but the rerun that just published the file removes it.
+        for stale in path.parent.glob(f"{TMP_PREFIX}{glob.escape(path.name)}-*"):
+            stale.unlink(missing_ok=True)
 
     def exists(self, uri: str) -> bool:
         return Path(uri).is_file()
