@@ -205,7 +205,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
         self.force_reason = force_reason
 
     def force_request(self, context: Context) -> Any:
-        from airflow_mlops.core.train.training import ForceRequest
+        from airflow_mlops.core.train.evaluation import ForceRequest
 
         if str(self.force).lower() not in ("true", "1", "yes"):
             return None

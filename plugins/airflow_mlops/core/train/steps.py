@@ -13,6 +13,8 @@ from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.monitor import reference_sample
 from airflow_mlops.core.registry.tracking import Lineage, LoggedModelInfo, RunTags, Tracking
+from airflow_mlops.core.train import card as cards
+from airflow_mlops.core.train import evaluation as evals
 from airflow_mlops.core.train import training as tr
 
 
@@ -68,7 +70,7 @@ def evaluate_step(
     tracking: Tracking,
     tags: RunTags,
     trained: dict[str, Any],
-    force: tr.ForceRequest | None,
+    force: evals.ForceRequest | None,
 ) -> dict[str, Any]:
     """Score the challenger and the current champion on the same holdout and apply the gates."""
     window = load(lake, cfg, trained["end_ds"], trained["window_days"])
@@ -82,22 +84,22 @@ def evaluate_step(
     holdout, spec = window.split.holdout, window.spec
     challenger_model = tracking.load_model(trained["model_uri"])
     champion_loaded = tracking.load_champion(name)
-    challenger = tr.evaluate(challenger_model, holdout, cfg.train, spec)
+    challenger = evals.evaluate(challenger_model, holdout, cfg.train, spec)
     champion = None
     if champion_loaded is not None:
-        champion = tr.evaluate(
+        champion = evals.evaluate(
             champion_loaded.model, holdout, cfg.train, spec, name=f"champion v{champion_loaded.version}"
         )
-    importance = tr.feature_importance(
+    importance = evals.feature_importance(
         challenger_model, holdout, spec, cfg.train.metric.primary, seed=cfg.train.seed, threads=cfg.train.model.threads
     )
-    decision = tr.decide(challenger, champion, cfg.train.gates, force)
+    decision = evals.decide(challenger, champion, cfg.train.gates, force)
     tracking.log_evaluation(run_id, challenger, "holdout")
     if champion is not None:
         tracking.log_evaluation(run_id, champion, "champion.holdout")
     tracking.log_decision(run_id, decision)
     tracking.log_files(
-        run_id, tr.evaluation_plots(challenger, champion, importance, cfg.train.metric.threshold), "plots"
+        run_id, cards.evaluation_plots(challenger, champion, importance, cfg.train.metric.threshold), "plots"
     )
     return {
         "mlflow_run_id": run_id,
@@ -121,17 +123,17 @@ def register_step(
     name = cfg.train.model_name(cfg.name)
     run_id = trained["mlflow_run_id"]
     data = tr.DataSummary.from_dict(trained["data"])
-    decision = tr.GateDecision.from_dict(evaluated["decision"])
+    decision = evals.GateDecision.from_dict(evaluated["decision"])
     champion = evaluated["champion"]
-    card = tr.model_card(
+    card = cards.model_card(
         model_name=name,
         version=None,
         data=data,
         split=trained["split"],
         estimator=cfg.train.model.estimator,
         params=trained["params"],
-        challenger=tr.Evaluation.from_dict(evaluated["challenger"]),
-        champion=tr.Evaluation.from_dict(champion) if champion is not None else None,
+        challenger=evals.Evaluation.from_dict(evaluated["challenger"]),
+        champion=evals.Evaluation.from_dict(champion) if champion is not None else None,
         champion_version=evaluated["champion_version"],
         decision=decision,
         airflow_run_url=airflow_run_url,
