@@ -356,7 +356,7 @@ def test_types_outside_the_allow_list_are_refused(tracking: Tracking, trained: T
     with pytest.raises(UnsafeModelError, match=r"outside the allow-list: .*_square"):
         tracking.log_model(run_id, model, trained.spec, trained.split.holdout)
     # Logged around the project (trusting itself in its MLmodel file), it is still refused on load.
-    untrusted = ["tests.airflow_mlops.core.test_tracking._square"]
+    untrusted = [f"{__name__}._square"]
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
             model,
@@ -365,9 +365,7 @@ def test_types_outside_the_allow_list_are_refused(tracking: Tracking, trained: T
             skops_trusted_types=[*untrusted, *trusted_types()],
             pip_requirements=["scikit-learn"],
         )
-    with pytest.raises(
-        UnsafeModelError, match=r"outside the allow-list: tests\.airflow_mlops\.core\.test_tracking\._square"
-    ):
+    with pytest.raises(UnsafeModelError, match=rf"outside the allow-list: {__name__.replace('.', '[.]')}[.]_square"):
         tracking.load_model(info.model_uri)
 
 
