@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     pass
 
 from airflow_mlops.core.registry.retry import RetryPolicy, TrackingError, retrying
+from airflow_mlops.errors import PermanentError
 
 # skops looks up every object's module by walking sys.modules with getattr; inside Airflow that touches
 # Airflow's deprecated-import shims, which warn once per name (over a thousand log lines per save or load).
@@ -35,7 +36,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
 """Types a model may hold to be saved or loaded by this project; anything else is refused."""
 
 
-class UnsafeModelError(TrackingError):
+class UnsafeModelError(PermanentError, TrackingError):
     """A model is not in the skops format or holds types outside the allow-list: it is not loaded."""
 
 

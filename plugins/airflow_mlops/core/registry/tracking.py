@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -9,7 +10,7 @@ import math
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -209,6 +210,18 @@ class Tracking:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._retry(lambda: self.client.set_terminated(run_id, status=status), f"end run {run_id}")
+
+    @contextlib.contextmanager
+    def failing_run(self, run_id: str) -> Iterator[None]:
+        """Mark the run FAILED when the block raises (a retry resumes it as RUNNING), then re-raise."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.end_run(run_id, "FAILED")
+            except Exception:  # the block's own error is the one to report
+                log.exception("Could not mark MLflow run %s FAILED", run_id)
+            raise
 
     def run_url(self, run_id: str) -> str:
         """Link to the run in the MLflow UI."""

@@ -29,6 +29,7 @@ from airflow_mlops.core.train.window import (
     split_by_time,
     window_dates,
 )
+from airflow_mlops.errors import PermanentError
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -66,7 +67,7 @@ __all__ = [  # the window's names are re-exported: callers use `training.<name>`
 MISSING_SLICE = "(missing)"
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(PermanentError, ValueError):
     """The model section of the train config cannot be turned into an estimator; the message names the key."""
 
 
@@ -152,8 +153,17 @@ class FeatureFrame(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray([*self.categorical, *self.numeric], dtype=object)
 
 
-def import_estimator(path: str) -> type:
-    """The estimator class at an import path like `sklearn.ensemble.HistGradientBoostingClassifier`."""
+def import_estimator(model_cfg: ModelConfig) -> type:
+    """The estimator class `train.model.estimator` names, e.g. `sklearn.ensemble.HistGradientBoostingClassifier`.
+
+    Only from sklearn or `train.model.allowed_modules` (the config checked it; checked again before anything
+    is imported), and only a scikit-learn estimator class: nothing else is instantiated.
+    """
+    from sklearn.base import BaseEstimator
+
+    path = model_cfg.estimator
+    if not model_cfg.estimator_allowed():
+        raise ModelConfigError(f"train.model.estimator: {path!r} is not in sklearn or train.model.allowed_modules")
     module_name, _, class_name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -162,6 +172,8 @@ def import_estimator(path: str) -> type:
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise ModelConfigError(f"train.model.estimator: {module_name!r} has no class {class_name!r}")
+    if not issubclass(cls, BaseEstimator):
+        raise ModelConfigError(f"train.model.estimator: {path} is not a scikit-learn estimator (BaseEstimator)")
     return cls
 
 
@@ -184,7 +196,7 @@ def build_estimator(
 
     categorical = [c for c in feature_columns if c in set(categorical_columns)]
     numeric = [c for c in feature_columns if c not in set(categorical_columns)]
-    cls = import_estimator(model_cfg.estimator)
+    cls = import_estimator(model_cfg)
     estimator = cls()
     if not is_classifier(estimator) or not hasattr(estimator, "predict_proba"):
         raise ModelConfigError(f"train.model.estimator: {model_cfg.estimator} is not a classifier with predict_proba")

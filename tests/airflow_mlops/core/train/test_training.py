@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -69,6 +71,10 @@ def test_onehot_linear_model_from_import_path(cfg: PipelineConfig, window: tr.Tr
         ({"estimator": "sklearn.ensemble.NoSuchModel"}, "has no class 'NoSuchModel'"),
         ({"estimator": "nosuchpackage.Model", "allowed_modules": ["nosuchpackage"]}, "cannot import module"),
         ({"estimator": "sklearn.linear_model.LinearRegression"}, "is not a classifier with predict_proba"),
+        (
+            {"estimator": "collections.OrderedDict", "allowed_modules": ["collections"]},
+            "is not a scikit-learn estimator",
+        ),
         ({"params": {"max_iterations": 3}}, "has no parameter\\(s\\) max_iterations"),
         (
             {"estimator": "sklearn.linear_model.LogisticRegression"},
@@ -79,6 +85,19 @@ def test_onehot_linear_model_from_import_path(cfg: PipelineConfig, window: tr.Tr
 def test_model_config_errors(model: dict[str, object], message: str) -> None:
     with pytest.raises(tr.ModelConfigError, match=message):
         tr.build_estimator(ModelConfig.model_validate(model), ["carrier", "temp"], ["carrier"], seed=0)
+
+
+def test_an_estimator_outside_the_allowed_modules_is_never_imported(tmp_path: Path) -> None:
+    # A config that skipped validation (model_construct) still cannot reach an import.
+    marker = tmp_path / "imported"
+    model = ModelConfig.model_construct(
+        estimator="subprocess.Popen", allowed_modules=[], params={"args": ["touch", str(marker)]}
+    )
+    with pytest.raises(
+        tr.ModelConfigError, match=r"'subprocess\.Popen' is not in sklearn or train\.model\.allowed_modules"
+    ):
+        tr.build_estimator(model, ["carrier"], ["carrier"], seed=0)
+    assert not marker.exists()
 
 
 def test_fit_without_nan_support_says_what_to_set(cfg: PipelineConfig, window: tr.TrainingData) -> None:
