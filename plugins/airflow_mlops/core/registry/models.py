@@ -32,6 +32,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     # ColumnTransformer keeps passthrough columns as FunctionTransformer(partial(check_array, ...)).
     "functools.partial",
     "sklearn.utils.validation.check_array",
+    # SimpleImputer (numeric_impute: median or mean) keeps the dtype it was fitted on.
+    "numpy.dtype",
 )
 """Types a model may hold to be saved or loaded by this project; anything else is refused."""
 
