@@ -519,13 +519,15 @@ regenerated with `%REGENERATE%`. Which DAGs exist today is in [architecture.md](
   file is loaded ([expressions](#expressions)); every other string that reaches code is checked against
   an allow-list or a pattern (below).
 - **Read at parse time and at run time.** The dag-processor reads every pipeline file (and checks that
-  the suite files it names exist) each time it parses `dags/mlops_pipelines.py`, and builds the DAGs from
-  them; nothing else is read at parse time. Each task reads its pipeline's file again when it runs. So a
-  change to the DAGs' shape or schedule (sources, `ingest.schedule`, ...) shows after the next parse,
-  while what a task does with the config (columns, expressions, suites) follows the file as it is when
-  the task runs.
-- **One invalid file stops `dags/mlops_pipelines.py` from importing**: Airflow shows one import error
-  listing every problem of every file, and no pipeline's DAGs are updated until it is fixed.
+  the suite files it names exist) each time it parses `dags/mlops_pipelines.py` (and
+  `dags/mlops_pipeline_errors.py`), and builds the DAGs from them; nothing else is read at parse time.
+  Each task reads its pipeline's file again when it runs. So a change to the DAGs' shape or schedule
+  (sources, `ingest.schedule`, ...) shows after the next parse, while what a task does with the config
+  (columns, expressions, suites) follows the file as it is when the task runs.
+- **One bad file breaks one pipeline.** An invalid file is left out: its pipeline's DAGs are
+  deactivated until it is fixed, the other pipelines' DAGs keep updating, and Airflow shows the problems
+  of every invalid file as the import error of `dags/mlops_pipeline_errors.py`. Problems across keys
+  (below) are checked once every key has a valid type, so fixing one error may reveal the next.
 
 ### Checks beyond the types
 

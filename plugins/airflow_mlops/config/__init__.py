@@ -7,7 +7,7 @@ import string
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -105,8 +105,9 @@ class PipelineConfig(Strict):
     name: Name = Field(description="Pipeline name, equal to the file name; DAG ids are `<name>__<kind>`.")
     description: str = Field("", description="One line shown on the DAGs in the Airflow UI.")
     owner: str = Field("mlops", description="Airflow owner of every task.")
-    tags: list[str] = Field(
-        default_factory=list, description="Extra DAG tags (every DAG is also tagged mlops and the name)."
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list,
+        description="Extra DAG tags (every DAG is also tagged mlops and the name); at most 100 characters each.",
     )
     start_date: date = Field(description="First logical date of the pipeline's DAGs.")
     end_date: date | None = Field(None, description="Last logical date, if the data ends.")
@@ -296,6 +297,8 @@ class PipelineScan:
 
     configs: list[PipelineConfig] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    """The file of each valid config, by pipeline name."""
 
 
 def scan_pipelines(folder: Path | None = None) -> PipelineScan:
@@ -305,6 +308,7 @@ def scan_pipelines(folder: Path | None = None) -> PipelineScan:
     for path in sorted(folder.glob("*.yaml")):
         try:
             scan.configs.append(load_pipeline(path))
+            scan.files[path.stem] = path
         except PipelineConfigError as exc:
             scan.problems += exc.problems or [Problem(str(path), None, "(file)", str(exc))]
     for path in sorted(folder.glob("*.yml")):
