@@ -528,6 +528,8 @@ regenerated with `%REGENERATE%`. Which DAGs exist today is in [architecture.md](
   deactivated until it is fixed, the other pipelines' DAGs keep updating, and Airflow shows the problems
   of every invalid file as the import error of `dags/mlops_pipeline_errors.py`. Problems across keys
   (below) are checked once every key has a valid type, so fixing one error may reveal the next.
+- **Check a file before it ships** with `python -m airflow_mlops validate`
+  ([below](#checking-a-file-before-it-ships)).
 
 ### Checks beyond the types
 
@@ -557,6 +559,40 @@ loaded:
 Checked when the features are built (the `build_features` task fails naming the feature), not when
 the file is loaded: a join whose source has two rows for one key is refused (joins are many-to-one); a
 join column that already exists on the base rows must be renamed.
+
+### Checking a file before it ships
+
+`python -m airflow_mlops validate [FILE|FOLDER ...]` (default: the pipelines folder, `MLOPS_PIPELINES_DIR`)
+checks everything that needs no data, lake or server: all of the above, and each source's suite, read from
+the expectations folder (`MLOPS_EXPECTATIONS_DIR`):
+
+- Great Expectations accepts it (every expectation type and its arguments), and it uses no suite parameter
+  but the logical date's `year`, `month` and `day`;
+- every column an expectation names is a declared column of the source, and a suite that lists the
+  table's columns exactly lists every declared one;
+- the declared type fits the expectation: a type expectation (`expect_column_values_to_be_in_type_list`,
+  `expect_column_values_to_be_of_type`) names the dtype the column gets at ingest (`int64` or `Int64`,
+  `float64`, `StringDtype`, `bool` or `boolean`, `Timestamp` or `datetime64[ns, UTC]`); regex and length
+  expectations need `string` columns; mean, median, sum and numeric bounds need numbers.
+
+Each problem is printed as `file:line: key: message` (a suite's problem on the key of the declared column
+or of the suite), followed by a count on stderr and exit status 1; with none, one `OK` line and status 0.
+`--no-gx` skips the Great Expectations check, which imports Great Expectations (several seconds).
+`tests/airflow_mlops/test_cli.py` runs it on `include/pipelines`.
+
+As a [pre-commit](https://pre-commit.com) hook (`.pre-commit-config.yaml` at the repository root):
+
+```yaml
+repos:
+  - repo: local
+    hooks:
+      - id: airflow-mlops-validate
+        name: validate pipeline files
+        entry: .venv/bin/python -m airflow_mlops validate include/pipelines
+        language: system
+        files: ^include/(pipelines|expectations)/
+        pass_filenames: false   # a changed suite can break any pipeline that names it
+```
 
 ## Reference
 
