@@ -93,7 +93,7 @@ def compile_features(
             return None
         return expression
 
-    label = parse(("features", "label", "expr"), features.label.expr, ("bool", "number"), "a condition")
+    label = parse(("features", "label", "expr"), features.label.expr, ("bool",), "a condition")
     known = None
     if features.label.known is not None:
         known = parse(("features", "label", "known"), features.label.known, ("bool",), "a condition")

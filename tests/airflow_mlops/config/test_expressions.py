@@ -280,9 +280,10 @@ def test_an_unknown_column_is_a_load_error_with_the_line(tmp_path: Path) -> None
     assert "unknown column 'air_tme'" in problem.message and "`air_tme`" in problem.message
 
 
-def test_a_label_must_be_a_condition(tmp_path: Path) -> None:
-    path = write_config(tmp_path, lambda d: d["features"]["label"].update(expr="carrier"))
-    with pytest.raises(PipelineConfigError, match=r"features\.label\.expr: must be a condition, but gives a string"):
+@pytest.mark.parametrize(("expr", "kind"), [("carrier", "string"), ("arr_delay", "number")])
+def test_a_label_must_be_a_condition(tmp_path: Path, expr: str, kind: str) -> None:
+    path = write_config(tmp_path, lambda d: d["features"]["label"].update(expr=expr))
+    with pytest.raises(PipelineConfigError, match=rf"features\.label\.expr: must be a condition, but gives a {kind}"):
         load_pipeline(path)
 
 
