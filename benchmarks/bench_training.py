@@ -63,6 +63,8 @@ def main() -> None:
     from airflow_mlops.config.train import TrainConfig
     from airflow_mlops.core.lake.storage import open_lake
     from airflow_mlops.core.registry.tracking import Lineage, RunTags, Tracking
+    from airflow_mlops.core.train import card as cards
+    from airflow_mlops.core.train import evaluation as evals
     from airflow_mlops.core.train import training as tr
     from tests.airflow_mlops.test_config_training import FLIGHT_DELAYS_TRAIN
     from tests.fixtures.mlflow_server import MlflowServer
@@ -111,22 +113,22 @@ def main() -> None:
         )
         challenger = step(
             "evaluate",
-            lambda: tr.evaluate(fitted.model, split.holdout, train, spec),
+            lambda: evals.evaluate(fitted.model, split.holdout, train, spec),
             lambda e: f"roc_auc {e.primary:.4f}, max slice disparity {e.max_disparity:.3f}",
         )
         importance = step(
             "importance + plots",
-            lambda: tr.evaluation_plots(
+            lambda: cards.evaluation_plots(
                 challenger,
                 None,
-                tr.feature_importance(
+                evals.feature_importance(
                     fitted.model, split.holdout, spec, train.metric.primary, train.seed, threads=train.model.threads
                 ),
                 train.metric.threshold,
             ),
             lambda p: f"{len(p)} PNGs",
         )
-        decision = tr.decide(challenger, None, train.gates)
+        decision = evals.decide(challenger, None, train.gates)
 
         def log_and_register() -> Any:
             tags = RunTags("flight_delays__train", "bench__2013-12-31", "2013-12-31", "train")
@@ -137,7 +139,7 @@ def main() -> None:
             tracking.log_evaluation(run_id, challenger, "holdout")
             tracking.log_decision(run_id, decision)
             tracking.log_files(run_id, importance, "plots")
-            card = tr.model_card(
+            card = cards.model_card(
                 model_name="flight_delays",
                 version=None,
                 data=data.summary,

@@ -139,6 +139,7 @@ class Trainer:
         """What train_step computes: the fit; for a model the monitor watches, also what the training run records
         for it: the holdout metrics (evaluate_step's, the quality baseline) and the reference sample."""
         from airflow_mlops.core.monitor.monitor import reference_sample
+        from airflow_mlops.core.train import evaluation as evals
         from airflow_mlops.core.train import training as tr
 
         started = time.perf_counter()
@@ -147,7 +148,7 @@ class Trainer:
         baselines: dict[str, float] = {}
         ref = None
         if monitored:  # never/daily/every-N models are not monitored: their holdout figures are not needed
-            holdout = tr.evaluate(fit.model, split.holdout, self.train_cfg, spec)
+            holdout = evals.evaluate(fit.model, split.holdout, self.train_cfg, spec)
             baselines = {k: v for k, v in holdout.metrics.items() if not math.isnan(v)}
             ref = reference_sample(split, self.cfg, spec, fit.model)
         seconds = time.perf_counter() - started
@@ -157,12 +158,12 @@ class Trainer:
 
     def gates(self, challenger: Model, champion: Model) -> Any:
         """The train DAG's gates: the challenger against the champion on the challenger's holdout."""
-        from airflow_mlops.core.train import training as tr
+        from airflow_mlops.core.train import evaluation as evals
 
         split, spec = self.window(challenger.end_ds)
-        ch = tr.evaluate(challenger.model, split.holdout, self.train_cfg, spec)
-        cp = tr.evaluate(champion.model, split.holdout, self.train_cfg, spec, name=f"champion v{champion.version}")
-        return tr.decide(ch, cp, self.train_cfg.gates)
+        ch = evals.evaluate(challenger.model, split.holdout, self.train_cfg, spec)
+        cp = evals.evaluate(champion.model, split.holdout, self.train_cfg, spec, name=f"champion v{champion.version}")
+        return evals.decide(ch, cp, self.train_cfg.gates)
 
 
 def score(cfg: PipelineConfig, model: Model, day: Day) -> np.ndarray:

@@ -25,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))  # also runs without the editable install
 
 from airflow_mlops import settings  # noqa: E402
-from airflow_mlops.config import PipelineConfig, PipelineConfigError, parse_pipeline  # noqa: E402
+from airflow_mlops.config import (  # noqa: E402
+    PipelineConfig,
+    PipelineConfigError,
+    expressions,
+    parse_pipeline,
+)
+from airflow_mlops.config.train import DENIED_MODULES  # noqa: E402
 from airflow_mlops.stack.settings import parse_settings  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
@@ -363,6 +369,84 @@ def render_stack_settings(text: str) -> str:
     return "\n".join(out).strip("\n")
 
 
+# Expressions ------------------------------------------------------------------------------------
+
+EXPRESSIONS = """\
+## Expressions
+
+`features.derived`, `features.label.expr` and `features.label.known` are expressions over the columns of
+a row: the base source's declared columns, the joined columns (by their feature names) and the features
+derived before. They are parsed when the file is loaded, into a tree of the allowed parts below; anything
+else makes the file invalid, with the key and the offending part (`distance.__class__` gives
+`attribute '__class__' is not allowed`). Nothing is run to parse them (Python's `ast` parser only reads
+the text), and they are evaluated column by column with pandas.
+
+%PARTS%
+
+%FUNCTIONS%
+
+Refused, among others: any other attribute or method (`x.values`, `x.__class__`, `x.apply(...)`), any other
+call (`eval`, `open`, `__import__`), `@` variables, indexing `x[0]`, `lambda`, comprehensions, `if`-`else`
+(use `where`), f-strings, `:=`, `is`, `in` (use `isin`), bit shifts, `None`, an expression that uses no
+column, one longer than %MAX_CHARS% characters, with more than %MAX_NODES% parts or nested deeper than
+%MAX_DEPTH% levels, and mixing kinds (`carrier + 1`, `distance.dt.hour`). `label.expr` and `label.known`
+must give conditions.
+
+The demo's `plane_age: year - plane_year`, `day_of_week: time_hour.dt.dayofweek`,
+`expr: arr_delay > 15` and `known: arr_delay.notna()` give the values `DataFrame.eval` gave before this
+language replaced it. One difference: `DataFrame.eval` left some comparisons of nullable columns
+(two string columns) with missing values; here every comparison gives true or false.
+"""
+
+
+EXPRESSION_PARTS: list[tuple[str, str, str]] = [
+    ("column", "`distance`, `plane_year`", "a declared, joined or earlier derived column, by its name (an identifier)"),
+    (
+        "constant",
+        "`15`, `2.5`, `'JFK'`, `\"JFK\"`, `True`, `False`",
+        "integers within 64 bits; a date or time as text where a datetime column is compared:"
+        " `time_hour >= '2013-06-01'` (in the column's time zone unless the text has one)",
+    ),
+    (
+        "arithmetic",
+        "`+ - * / // % **`, unary `-` and `+`",
+        "on numbers (and true/false as 1/0); `+` also joins strings",
+    ),
+    (
+        "comparison",
+        "`== != < <= > >=`, chained `0 < hour <= 12`",
+        "between two numbers, two strings or two datetimes; true or false, never missing: a comparison with a"
+        " missing value is false (as with NaN)",
+    ),
+    (
+        "condition",
+        "`and`, `or`, `not`, `&`, `|`, `~`, `( )`",
+        "on conditions; `&` and `|` bind like `and` and `or` (as in `DataFrame.eval`): `a > 1 & b < 2` is"
+        " `(a > 1) and (b < 2)`",
+    ),
+    ("datetime field", "`time_hour.dt.<field>`", ", ".join(f"`{f}`" for f in expressions.DT_FIELDS)),
+    ("function", "`name(x, ...)`", "the table below; those marked *method* may also be written `x.name(...)`"),
+]
+
+
+def render_expressions() -> str:
+    """The expression language: grammar, the allowed functions and `.dt` fields, from the parser's tables."""
+    parts = ["| Part | Written | Notes |", "|---|---|---|"]
+    parts += [f"| {part} | {md_text(written)} | {md_text(notes)} |" for part, written, notes in EXPRESSION_PARTS]
+    rows = ["| Function | Does | Example | Method |", "|---|---|---|---|"]
+    for name, fn in expressions.FUNCTIONS.items():
+        params = ", ".join(p if i < fn.required else f"[{p}]" for i, p in enumerate(fn.params))
+        rows.append(f"| `{name}({params})` | {md_text(fn.doc)} | `{fn.example}` | {'yes' if fn.method else ''} |")
+    return fill(
+        EXPRESSIONS,
+        PARTS="\n".join(parts),
+        FUNCTIONS="\n".join(rows),
+        MAX_CHARS=str(expressions.MAX_CHARS),
+        MAX_NODES=str(expressions.MAX_NODES),
+        MAX_DEPTH=str(expressions.MAX_DEPTH),
+    )
+
+
 # The page ----------------------------------------------------------------------------------------
 
 HEADER = """\
@@ -392,29 +476,37 @@ regenerated with `%REGENERATE%`. Which DAGs exist today is in [architecture.md](
 - **Strict.** An unknown or misspelt key is an error, never ignored. A key repeated in one mapping is an
   error (YAML would keep the last). YAML 1.1 reads unquoted `on`, `off`, `yes` and `no` as booleans: such
   a key is refused with a hint to quote it.
-- **Errors name the file, the key path and the problem**, for every file at once. For example a sensor
-  poke interval of `0` and `catchup` misspelt `catch_up` give:
+- **Errors name the file, the line, the key path and the problem** (`file:line: key: message`), for
+  every file at once. For example a sensor poke interval of `0` and `catchup` misspelt `catch_up` give:
 
   ```text
 %ERROR%
   ```
 
+- **Declarative.** Nothing in the file is run as code: expressions are a small language parsed when the
+  file is loaded ([expressions](#expressions)); every other string that reaches code is checked against
+  an allow-list or a pattern (below).
 - **Read at parse time and at run time.** The dag-processor reads every pipeline file (and checks that
-  the suite files it names exist) each time it parses `dags/mlops_pipelines.py`, and builds the DAGs from
-  them; nothing else is read at parse time. Each task reads its pipeline's file again when it runs. So a
-  change to the DAGs' shape or schedule (sources, `ingest.schedule`, ...) shows after the next parse,
-  while what a task does with the config (columns, expressions, suites) follows the file as it is when
-  the task runs.
-- **One invalid file stops `dags/mlops_pipelines.py` from importing**: Airflow shows one import error
-  listing every problem of every file, and no pipeline's DAGs are updated until it is fixed.
+  the suite files it names exist) each time it parses `dags/mlops_pipelines.py` (and
+  `dags/mlops_pipeline_errors.py`), and builds the DAGs from them; nothing else is read at parse time.
+  Each task reads its pipeline's file again when it runs. So a change to the DAGs' shape or schedule
+  (sources, `ingest.schedule`, ...) shows after the next parse, while what a task does with the config
+  (columns, expressions, suites) follows the file as it is when the task runs.
+- **One bad file breaks one pipeline.** An invalid file is left out: its pipeline's DAGs are
+  deactivated until it is fixed, the other pipelines' DAGs keep updating, and Airflow shows the problems
+  of every invalid file as the import error of `dags/mlops_pipeline_errors.py`. Problems across keys
+  (below) are checked once every key has a valid type, so fixing one error may reveal the next.
+- **Check a file before it ships** with `python -m airflow_mlops validate`
+  ([below](#checking-a-file-before-it-ships)).
 
 ### Checks beyond the types
 
 The reference gives each key's type and bounds; these rules across keys are checked too, when the file is
 loaded:
 
-- `sources.<name>.suite` must be a file in the expectations folder (`include/expectations/`, or the
-  `expectations_dir` setting).
+- `sources.<name>.suite` must be a relative `.json` path without `..` that names a file inside the
+  expectations folder (`include/expectations/`, or the `expectations_dir` setting); a symbolic link that
+  leads out of the folder is refused too.
 - `sources.<name>.path` must be relative, without `..`, and may hold no placeholder but `{ds}`. With
   `{ds}` (replaced by the logical date, `YYYY-MM-DD`) the source is *partitioned*: one file lands per
   logical date. Without it the source is a reference table: the same landing file is waited for, copied
@@ -423,13 +515,52 @@ loaded:
   `features.keep` must be declared columns of it.
 - `features.joins[].source` must name a source; its `keys` and the source side of its `columns` must be
   declared columns of that source, and the `keys` declared columns of the base source too.
+- `features.derived`, `features.label.expr` and `features.label.known` must be valid
+  [expressions](#expressions) over the base and joined columns (a derived feature may use the ones
+  derived before it); `label.expr` and `label.known` must give conditions.
 - `end_date`, when set, must not be before `start_date`.
+- `ingest.schedule`, `train.schedule` and `monitor.schedule` must be a cron expression of 5 fields or one
+  of Airflow's presets (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@quarterly`, `@yearly`).
+- `monitor.alerts.webhook_conn_id` must be a valid Airflow connection id (letters, digits and
+  `_#!()-.:/\\`, at most 250 characters); `monitor.alerts.email` must hold e-mail addresses.
 %TRAIN_RULES%
 Checked when the features are built (the `build_features` task fails naming the feature), not when
-the file is loaded: `features.derived`, `features.label.expr` and `features.label.known` are pandas
-expressions (`DataFrame.eval`, python engine) over the base rows with the joined columns; a join whose
-source has two rows for one key is refused (joins are many-to-one); a join column that already exists
-on the base rows must be renamed.
+the file is loaded: a join whose source has two rows for one key is refused (joins are many-to-one); a
+join column that already exists on the base rows must be renamed.
+
+### Checking a file before it ships
+
+`python -m airflow_mlops validate [FILE|FOLDER ...]` (default: the pipelines folder, `MLOPS_PIPELINES_DIR`)
+checks everything that needs no data, lake or server: all of the above, and each source's suite, read from
+the expectations folder (`MLOPS_EXPECTATIONS_DIR`):
+
+- Great Expectations accepts it (every expectation type and its arguments), and it uses no suite parameter
+  but the logical date's `year`, `month` and `day`;
+- every column an expectation names is a declared column of the source, and a suite that lists the
+  table's columns exactly lists every declared one;
+- the declared type fits the expectation: a type expectation (`expect_column_values_to_be_in_type_list`,
+  `expect_column_values_to_be_of_type`) names the dtype the column gets at ingest (`int64` or `Int64`,
+  `float64`, `StringDtype`, `bool` or `boolean`, `Timestamp` or `datetime64[ns, UTC]`); regex and length
+  expectations need `string` columns; mean, median, sum and numeric bounds need numbers.
+
+Each problem is printed as `file:line: key: message` (a suite's problem on the key of the declared column
+or of the suite), followed by a count on stderr and exit status 1; with none, one `OK` line and status 0.
+`--no-gx` skips the Great Expectations check, which imports Great Expectations (several seconds).
+`tests/airflow_mlops/test_cli.py` runs it on `include/pipelines`.
+
+As a [pre-commit](https://pre-commit.com) hook (`.pre-commit-config.yaml` at the repository root):
+
+```yaml
+repos:
+  - repo: local
+    hooks:
+      - id: airflow-mlops-validate
+        name: validate pipeline files
+        entry: .venv/bin/python -m airflow_mlops validate include/pipelines
+        language: system
+        files: ^include/(pipelines|expectations)/
+        pass_filenames: false   # a changed suite can break any pipeline that names it
+```
 
 ## Reference
 
@@ -442,8 +573,12 @@ TRAIN_RULES = """\
 - `train.window_days` must be at least `train.validation_days + train.holdout_days + 1` (one training
   day); `train.search` needs `train.validation_days` of at least 1; `train.gates.slice_columns` must be
   feature or key columns; a `train.search.params` distribution needs `low` below `high` (`loguniform`:
-  `low` above 0; `randint`: whole bounds); `train.model.estimator` and `train.model.trusted_types` must be
-  import paths such as `package.module.Class`.
+  `low` above 0; `randint`: whole bounds).
+- `train.model.estimator` must be an import path such as `package.module.Class` in `sklearn` or in a
+  package listed under `train.model.allowed_modules` (nothing else is ever imported), and when the
+  model is built it must be a scikit-learn classifier with `predict_proba`. `train.model.trusted_types`
+  must be type paths. Neither key may name anything in %DENIED%: their objects run commands, touch files
+  or import code.
 """
 
 EXAMPLE_INTRO = """\
@@ -578,8 +713,9 @@ def render() -> str:
             HEADER,
             REGENERATE=REGENERATE,
             ERROR=error,
-            TRAIN_RULES=TRAIN_RULES if "train" in PipelineConfig.model_fields else "",
+            TRAIN_RULES=fill(TRAIN_RULES, DENIED=", ".join(f"`{m}`" for m in sorted(DENIED_MODULES))),
         ),
+        render_expressions(),
         render_reference(),
         EXAMPLE_INTRO,
         f"```yaml\n{annotate_example(example)}```",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from airflow_mlops import settings
 from airflow_mlops.core.lake import paths
@@ -78,6 +79,22 @@ def _ingest(args: argparse.Namespace) -> None:
     print(f"ingested {cfg.name} {days[0]}..{days[-1]} ({len(days)} days): {rows} feature rows")
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from airflow_mlops.validate import validate
+
+    paths = [Path(p) for p in args.paths] or None
+    report = validate(paths, gx=not args.no_gx)
+    for problem in report.problems:
+        print(problem)
+    if report.problems:
+        files = {p.file for p in report.problems}
+        print(f"{len(report.problems)} problem(s) in {len(files)} file(s)", file=sys.stderr)
+        return 1
+    where = ", ".join(args.paths) or str(settings.pipelines_dir())
+    print(f"OK: {len(report.files)} pipeline file(s) valid ({where})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m airflow_mlops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--end", required=True, help="last date (included), YYYY-MM-DD")
     ingest.add_argument("--lake-root", help="local folder or s3://bucket/prefix; default: [mlops] lake_root")
     ingest.set_defaults(func=_ingest)
+    check = commands.add_parser(
+        "validate",
+        help="check pipeline files without running them (schema, expressions, schedules, suites)",
+        description="Check pipeline files as far as possible without data, lake or servers: the schema, the "
+        "expressions, the schedules, the suites (inside the expectations folder, accepted by Great "
+        "Expectations, naming declared columns of compatible types), and the columns that slices and drift "
+        "name. Every problem is printed as file:line: key: message; the exit status is 1 when there is any.",
+    )
+    check.add_argument(
+        "paths",
+        nargs="*",
+        metavar="FILE|FOLDER",
+        help=f"pipeline files or folders; default ${settings.ENV_PIPELINES_DIR}",
+    )
+    check.add_argument("--no-gx", action="store_true", help="skip the Great Expectations check of the suites (faster)")
+    check.set_defaults(func=_validate)
     return parser
 
 
@@ -112,8 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return int(status or 0)

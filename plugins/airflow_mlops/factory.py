@@ -1,7 +1,9 @@
-"""Turns pipeline configs into the DAGs of PRODUCT.md; DAG files only call build_all()."""
+"""Turns pipeline configs into DAGs; DAG files only call build_all() and raise_pipeline_problems()."""
 
 from __future__ import annotations
 
+import contextvars
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param
 
-from airflow_mlops.config import PipelineConfig, load_pipelines
+from airflow_mlops.config import PipelineConfig, PipelineConfigError, Problem, scan_pipelines
 from airflow_mlops.operators import (
     BuildFeaturesOperator,
     CheckVersionOperator,
@@ -53,9 +55,17 @@ SCHEDULED_KINDS = ("ingest", "train")
 end_date would give their runs (logical date: now) no tasks at all."""
 
 
+log = logging.getLogger(__name__)
+
+_AUTO_REGISTER: contextvars.ContextVar[bool] = contextvars.ContextVar("mlops_auto_register", default=True)
+"""False while pipeline_problems() builds DAGs only to see whether they build (they must not become DAGs of
+the file that called it)."""
+
+
 def _dag_kwargs(cfg: PipelineConfig, kind: str, doc: str) -> dict[str, Any]:
     ends = cfg.end_date is not None and kind in SCHEDULED_KINDS
     return {
+        "auto_register": _AUTO_REGISTER.get(),
         "dag_id": cfg.dag_id(kind),
         "description": f"{cfg.description} ({kind})".strip(),
         "start_date": datetime.combine(cfg.start_date, datetime.min.time(), UTC),
@@ -364,11 +374,53 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
 BUILDERS = (build_ingest_dag, build_train_dag, build_deploy_dag, build_score_dag, build_monitor_dag)
 
 
+def build_pipeline(cfg: PipelineConfig) -> dict[str, DAG]:
+    """The DAGs of one pipeline, keyed by dag_id."""
+    return {dag.dag_id: dag for dag in (builder(cfg) for builder in BUILDERS)}
+
+
 def build_all(folder: Path | None = None) -> dict[str, DAG]:
-    """Every DAG of every pipeline config in the folder, keyed by dag_id."""
+    """Every DAG of every valid pipeline config in the folder, keyed by dag_id.
+
+    A file that is invalid, or whose DAGs cannot be built, is left out and logged: it must not stop the
+    other pipelines' DAGs from updating. `raise_pipeline_problems` (another DAG file) reports it in the UI.
+    """
     dags: dict[str, DAG] = {}
-    for cfg in load_pipelines(folder):
-        for builder in BUILDERS:
-            dag = builder(cfg)
-            dags[dag.dag_id] = dag
+    scan = scan_pipelines(folder)
+    for problem in scan.problems:
+        log.error("Pipeline file left out: %s", problem)
+    for cfg in scan.configs:
+        try:
+            dags.update(build_pipeline(cfg))
+        except Exception:
+            log.exception("The DAGs of pipeline %s cannot be built; it is left out", cfg.name)
     return dags
+
+
+def pipeline_problems(folder: Path | None = None) -> list[Problem]:
+    """The problems of every pipeline file in the folder: invalid configs, and valid ones whose DAGs do not build."""
+    scan = scan_pipelines(folder)
+    problems = list(scan.problems)
+    token = _AUTO_REGISTER.set(False)
+    try:
+        for cfg in scan.configs:
+            try:
+                build_pipeline(cfg)
+            except Exception as exc:
+                message = f"its DAGs cannot be built: {type(exc).__name__}: {exc}"
+                problems.append(Problem(str(scan.files[cfg.name]), None, "(dags)", message))
+    finally:
+        _AUTO_REGISTER.reset(token)
+    return problems
+
+
+def raise_pipeline_problems(folder: Path | None = None) -> None:
+    """Raise PipelineConfigError listing every problem (`file:line: key: message`), if there is any.
+
+    Called by its own DAG file, so the error is that file's import error in the Airflow UI while the DAG
+    file of build_all() keeps importing: an import error marks every DAG of its file stale, and one bad
+    pipeline file must not stop the others.
+    """
+    problems = pipeline_problems(folder)
+    if problems:
+        raise PipelineConfigError(problems)

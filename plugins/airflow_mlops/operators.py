@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -9,6 +10,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops import settings
+from airflow_mlops.errors import PermanentError
 from airflow_mlops.links import DriftReportLink, MlflowRunLink, ModelVersionLink, ValidationReportLink
 
 T = TypeVar("T")
@@ -17,6 +19,23 @@ if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
     from airflow_mlops.core.lake.storage import Lake
     from airflow_mlops.core.registry.tracking import RunTags, Tracking
+
+
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def fail_without_retry(execute: E) -> E:
+    """Wrap an `execute`: an error a retry cannot fix (PermanentError: a config or expression error, a feature
+    build error, an unsafe or untrusted model type) fails the task at once instead of spending its retries."""
+
+    @functools.wraps(execute)
+    def wrapper(self: BaseOperator, context: Context, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return execute(self, context, *args, **kwargs)
+        except PermanentError as exc:
+            raise AirflowFailException(f"{exc}\n(not retried: a retry cannot fix this)") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def given(value: Any) -> bool:
@@ -82,6 +101,7 @@ class SourceOperator(PipelineOperator):
 class IngestSourceOperator(SourceOperator):
     """Copies the landing file of one source to raw/ as typed Parquet; an unreadable file is quarantined."""
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.ingest.steps import ingest_source
 
@@ -99,6 +119,7 @@ class ValidateSourceOperator(SourceOperator):
 
     operator_extra_links = (ValidationReportLink(),)
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.ingest.steps import validate_source
 
@@ -113,6 +134,7 @@ class BuildFeaturesOperator(PipelineOperator):
     The asset event carries the partition, row count, content hash and URI.
     """
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.ingest.steps import build_feature_partition
 
@@ -167,6 +189,7 @@ class TrainModelOperator(MlflowPipelineOperator):
         self.window_days = window_days
         self.reason = reason
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.train.steps import train_step
 
@@ -205,7 +228,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
         self.force_reason = force_reason
 
     def force_request(self, context: Context) -> Any:
-        from airflow_mlops.core.train.training import ForceRequest
+        from airflow_mlops.core.train.evaluation import ForceRequest
 
         if str(self.force).lower() not in ("true", "1", "yes"):
             return None
@@ -214,6 +237,7 @@ class EvaluateModelOperator(MlflowPipelineOperator):
         who = getattr(context.get("dag_run"), "triggering_user_name", None) or "unknown"
         return ForceRequest(by=str(who), reason=str(self.force_reason))
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.train.steps import evaluate_step
 
@@ -244,6 +268,7 @@ class RegisterModelOperator(MlflowPipelineOperator):
         self.evaluate_task_id = evaluate_task_id
         self.model_version_url: str | None = None
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.sdk import conf
 
@@ -271,6 +296,7 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
     the run (several ingests may land in one asset-triggered run). No champion yet: the task skips.
     """
 
+    @fail_without_retry
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -355,6 +381,7 @@ class CheckVersionOperator(DeployOperator):
         super().__init__(**kwargs)
         self.version = version
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.deploy.steps import DeployRefused, evidence, evidence_markdown
 
@@ -380,6 +407,7 @@ class PromoteModelOperator(DeployOperator):
         super().__init__(**kwargs)
         self.approve_task_id = approve_task_id
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.deploy.steps import Approval, DeployRefused, promote_step
 
@@ -404,6 +432,7 @@ class SmokeTestOperator(DeployOperator):
     """Sends holdout rows of the version's training window to the model server: the right version answers,
     one prediction per row equal to the offline one, single-row p99 within budget. Fails without retries."""
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.deploy.steps import run_smoke_test, smoke_sample
 
@@ -428,6 +457,7 @@ class RollbackOperator(DeployOperator):
     """Runs when a deploy step failed: puts `champion` back on the version this run's promotion replaced, waits
     until the model server serves it again, records the rollback, and fails the run naming why."""
 
+    @fail_without_retry
     def execute(self, context: Context) -> None:
         from airflow_mlops.core.deploy.steps import rollback_step
         from airflow_mlops.core.registry.tracking import CHAMPION
@@ -527,6 +557,7 @@ class MonitorOperator(MlflowPipelineOperator):
         ti = context["ti"]
         return bool(ti.get_dr_count(dag_id=cfg.dag_id("train"), states=["queued", "running"]))
 
+    @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.lake import paths
         from airflow_mlops.core.monitor.monitor import monitor_step

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_mlops.operators import fail_without_retry
 from airflow_mlops.triggers import LandingFileTrigger, ServedVersionTrigger
 
 
@@ -58,6 +59,7 @@ class LandingFileSensor(BaseSensorOperator):
         self.log.info("Looking for %s", uri)
         return bool(lake.exists(uri))
 
+    @fail_without_retry
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)

@@ -1,4 +1,4 @@
-"""`python -m airflow_mlops feed` run as a real subprocess."""
+"""`python -m airflow_mlops feed` and `validate` run as real subprocesses."""
 
 from __future__ import annotations
 
@@ -124,3 +124,35 @@ def lake_hash(lake: Any, ds: str) -> str:
     from airflow_mlops.core.lake.hashing import frame_hash
 
     return frame_hash(lake.read_parquet(lake.uri(paths.features("flight_delays", ds))))
+
+
+def validate_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "airflow_mlops", "validate", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False, cwd=cwd)
+
+
+def test_validate_passes_the_shipped_pipelines() -> None:
+    """What the pre-commit hook of docs/configuration.md runs, with the Great Expectations check of the suites."""
+    root = Path(__file__).resolve().parents[2]
+    proc = validate_cli("include/pipelines", cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == "OK: 1 pipeline file(s) valid (include/pipelines)\n"
+
+
+def test_validate_prints_each_problem_and_fails(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "include" / "pipelines" / "flight_delays.yaml"
+    text = shipped.read_text()
+    bad = tmp_path / "flight_delays.yaml"
+    bad.write_text(text.replace("plane_age: year - plane_year", "plane_age: year - @plane_year"))
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        text.replace("name: flight_delays", "name: other").replace('schedule: "@weekly"', "schedule: weekly")
+    )
+    proc = validate_cli(str(tmp_path), "--no-gx")
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    age = text.splitlines().index("    plane_age: year - plane_year") + 1
+    weekly = text.splitlines().index('  schedule: "@weekly"') + 1
+    assert lines[0].startswith(f"{bad}:{age}: features.derived.plane_age: `@` (a Python variable")
+    assert lines[1].startswith(f"{other}:{weekly}: train.schedule: Value error, 'weekly' is not a cron expression")
+    assert len(lines) == 2 and proc.stderr == "2 problem(s) in 2 file(s)\n"

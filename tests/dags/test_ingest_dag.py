@@ -82,3 +82,29 @@ def test_bad_batch_fails_the_run_and_is_quarantined(case, airflow_db, fed_lake, 
     }
     assert not lake.exists(lake.uri(paths.features(flights_cfg.name, DAYS[1])))
     assert frame_hash(lake.read_parquet(lake.uri(paths.features(flights_cfg.name, DAYS[0])))) == good_prev
+
+
+def test_a_feature_build_error_fails_the_task_at_once(airflow_db, fed_lake, flights_cfg, tmp_path, monkeypatch) -> None:
+    """A join that renames a column onto an existing base column cannot build features on any retry."""
+    import yaml
+
+    from airflow_mlops import settings
+    from airflow_mlops.config import pipeline_by_name
+
+    data = yaml.safe_load((settings.include_dir() / "pipelines" / "flight_delays.yaml").read_text())
+    data["features"]["joins"][1]["columns"]["seats"] = "distance"  # flights already has distance
+    data["monitor"]["drift"]["columns"].remove("plane_seats")
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "flight_delays.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv(settings.ENV_PIPELINES_DIR, str(pipelines))
+    fed_lake(DAYS[:1])
+    cfg = pipeline_by_name("flight_delays")
+    assert cfg.retries == 2
+
+    dr = run(build_ingest_dag(cfg), DAYS[0])
+    states = task_states(dr)
+    assert str(dr.state) == "failed" and states["build_features"] == "failed", states
+    assert all(state == "success" for task, state in states.items() if task != "build_features"), states
+    ti = next(t for t in dr.get_task_instances() if t.task_id == "build_features")
+    assert ti.try_number == 1  # not retried: a retry cannot fix it

@@ -236,3 +236,28 @@ def test_train_run_survives_mlflow_down_for_two_minutes(airflow_db, env, monkeyp
     assert [v.version for v in versions] == ["1"]
     run = client(server).get_run(versions[0].run_id)
     assert run.info.status == "FINISHED" and run.data.tags["mlops.reason"] == "through an outage"
+
+
+def test_an_untrusted_model_type_fails_the_task_at_once_and_its_run(airflow_db, env) -> None:
+    """A random forest's trees (sklearn.tree._tree.Tree) without train.model.trusted_types: a retry cannot
+    help, so the task fails on its first try, and the DAG run's MLflow run is FAILED, not RUNNING."""
+    server, pipelines = env
+    path = pipelines / "flight_delays.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["train"]["model"] = {
+        "estimator": "sklearn.ensemble.RandomForestClassifier",
+        "params": {"n_estimators": 3, "max_depth": 4},
+        "categorical": "ordinal",
+    }
+    path.write_text(yaml.safe_dump(data))
+    dr, tis = run_train({"reason": "forest"})
+    assert str(dr.state) == "failed"
+    assert str(tis["train"].state) == "failed" and tis["train"].try_number == 1
+    assert str(tis["evaluate"].state) == "upstream_failed"
+    mlflow = client(server)
+    [run] = mlflow.search_runs(
+        [mlflow.get_experiment_by_name("flight_delays").experiment_id],
+        filter_string=f"tags.`mlops.dag_run_id` = '{dr.run_id}'",
+    )
+    assert run.info.status == "FAILED"
+    assert mlflow.search_model_versions("name='flight_delays'") == []

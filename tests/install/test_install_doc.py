@@ -77,11 +77,10 @@ def test_the_docs_config_snippets_are_known_options() -> None:
             assert set(parser[section]) <= known[section], (section, set(parser[section]))
 
 
-def test_the_dag_file_of_the_doc_is_the_repositorys() -> None:
+def test_the_dag_files_of_the_doc_are_the_repositorys() -> None:
     block = dict(doc_blocks(DOC.read_text(), "bash"))["dagfile"]
-    content = re.search(r"<<'EOF'\n(.*?)^EOF$", block, re.M | re.S)
-    assert content is not None
-    assert content[1] == (ROOT / "dags" / "mlops_pipelines.py").read_text()
+    files = re.findall(r'/dags/([a-z_]+\.py)" <<\'EOF\'\n(.*?)^EOF$', block, re.M | re.S)
+    assert dict(files) == {p.name: p.read_text() for p in (ROOT / "dags").glob("*.py")}
 
 
 def run_doc(workdir: Path) -> tuple[dict[str, str], float]:

@@ -1,27 +1,43 @@
-"""Pipeline configs (`include/pipelines/<name>.yaml`): a strict typed schema with errors naming file and key."""
+"""Pipeline configs (`include/pipelines/<name>.yaml`): a strict typed schema with errors naming file, line and key."""
 
 from __future__ import annotations
 
 import re
 import string
+from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from airflow_mlops import settings
 from airflow_mlops.config.deploy import DeployConfig
+from airflow_mlops.config.expressions import COLUMN_KINDS, Kind
+from airflow_mlops.config.features import CompiledFeatures, FeaturesConfig, JoinConfig, LabelConfig, compile_features
 from airflow_mlops.config.monitor import MonitorConfig
-from airflow_mlops.config.schema import NAME_PATTERN, Name, Strict
+from airflow_mlops.config.problems import KeyProblems, Loc, PipelineConfigError, Problem, fmt_loc
+from airflow_mlops.config.schema import NAME_PATTERN, Name, Strict, check_schedule
 from airflow_mlops.config.train import TrainConfig, train_cross_check
+from airflow_mlops.config.yamlfile import YamlDocument, YamlError, load_yaml
+
+__all__ = [
+    "FeaturesConfig",
+    "JoinConfig",
+    "LabelConfig",
+    "PipelineConfig",
+    "PipelineConfigError",
+    "PipelineScan",
+    "Problem",
+    "load_pipeline",
+    "load_pipelines",
+    "parse_pipeline",
+    "pipeline_by_name",
+    "scan_pipelines",
+    "suite_path",
+]
 
 ColumnType = Literal["int64", "float64", "string", "bool", "datetime"]
-
-
-class PipelineConfigError(ValueError):
-    """One or more pipeline configs are invalid; the message names each file, key and problem."""
 
 
 class SensorConfig(Strict):
@@ -38,7 +54,9 @@ class SourceConfig(Strict):
     path: str = Field(description="Path below landing/<pipeline>/; `{ds}` makes it one file per logical date.")
     format: Literal["csv"] = Field("csv", description="File format of the landing file (CSV, UTF-8, with header).")
     columns: dict[str, ColumnType] = Field(min_length=1, description="Declared columns and their types.")
-    suite: str = Field(description="Great Expectations suite file in include/expectations/.")
+    suite: str = Field(
+        description="Great Expectations suite file (JSON) in the expectations folder, e.g. `flights.json`."
+    )
 
     @property
     def partitioned(self) -> bool:
@@ -55,6 +73,16 @@ class SourceConfig(Strict):
             raise ValueError("must be a relative path inside the landing zone")
         return value
 
+    @field_validator("suite")
+    @classmethod
+    def _suite_inside_expectations(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or value.startswith(("/", "\\")) or "\\" in value or ".." in path.parts or ":" in value:
+            raise ValueError("must be a relative path inside the expectations folder, without `..`")
+        if path.suffix != ".json":
+            raise ValueError("must be a .json suite file")
+        return value
+
     def landing_path(self, ds: str) -> str:
         """Path below landing/<pipeline>/ for one logical date."""
         return self.path.format(ds=ds)
@@ -64,45 +92,11 @@ class IngestConfig(Strict):
     """The `<p>__ingest` DAG."""
 
     schedule: str | None = Field("@daily", description="Cron or preset; one run per logical date.")
+
+    _schedule = field_validator("schedule")(check_schedule)
     catchup: bool = Field(True, description="Run every missed date from start_date on.")
     max_active_runs: int = Field(4, ge=1, description="Logical dates ingested at once (backfills).")
     sensor: SensorConfig = SensorConfig()  # type: ignore[call-arg]
-
-
-class JoinConfig(Strict):
-    """A left join of another source onto the base rows."""
-
-    source: str = Field(description="Name of the joined source.")
-    keys: list[str] = Field(min_length=1, description="Join columns, with the same name on both sides.")
-    columns: dict[str, str] = Field(
-        min_length=1, description="Columns to take from the source: {source_column: feature_name}."
-    )
-
-
-class LabelConfig(Strict):
-    """The training label, computed from base columns."""
-
-    name: str = Field(description="Column name of the label in the feature store.")
-    expr: str = Field(description="pandas expression giving the label, e.g. `arr_delay > 15`.")
-    known: str | None = Field(
-        None, description="Expression true where the label is known; elsewhere the label is null."
-    )
-
-
-class FeaturesConfig(Strict):
-    """How features are built from the validated sources."""
-
-    base: str = Field(description="The partitioned source whose rows become feature rows.")
-    key: list[str] = Field(
-        min_length=1, description="Columns identifying a row within a date (used for joins to outcomes)."
-    )
-    timestamp: str = Field(description="Event time column of the base source.")
-    keep: list[str] = Field(default_factory=list, description="Base columns kept as features or for slicing.")
-    joins: list[JoinConfig] = Field(default_factory=list)
-    derived: dict[str, str] = Field(
-        default_factory=dict, description="{feature: pandas expression over the joined columns}."
-    )
-    label: LabelConfig
 
 
 class PipelineConfig(Strict):
@@ -111,8 +105,9 @@ class PipelineConfig(Strict):
     name: Name = Field(description="Pipeline name, equal to the file name; DAG ids are `<name>__<kind>`.")
     description: str = Field("", description="One line shown on the DAGs in the Airflow UI.")
     owner: str = Field("mlops", description="Airflow owner of every task.")
-    tags: list[str] = Field(
-        default_factory=list, description="Extra DAG tags (every DAG is also tagged mlops and the name)."
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list,
+        description="Extra DAG tags (every DAG is also tagged mlops and the name); at most 100 characters each.",
     )
     start_date: date = Field(description="First logical date of the pipeline's DAGs.")
     end_date: date | None = Field(None, description="Last logical date, if the data ends.")
@@ -128,41 +123,12 @@ class PipelineConfig(Strict):
     deploy: DeployConfig = DeployConfig()
     monitor: MonitorConfig = MonitorConfig()
 
+    _compiled: CompiledFeatures | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _cross_references(self) -> PipelineConfig:
-        src = self.sources
-        names = ", ".join(src)
-        base = src.get(self.features.base)
-        if base is None:
-            raise _KeyError(("features", "base"), f"unknown source {self.features.base!r} (sources: {names})")
-        if not base.partitioned:
-            raise _KeyError(
-                ("features", "base"), f"source {self.features.base!r} must be partitioned ({{ds}} in its path)"
-            )
-        for col in [*self.features.key, self.features.timestamp, *self.features.keep]:
-            if col not in base.columns:
-                raise _KeyError(
-                    ("features",), f"column {col!r} is not a declared column of source {self.features.base!r}"
-                )
-        for i, join in enumerate(self.features.joins):
-            other = src.get(join.source)
-            if other is None:
-                raise _KeyError(
-                    ("features", "joins", i, "source"), f"unknown source {join.source!r} (sources: {names})"
-                )
-            for col in [*join.keys, *join.columns]:
-                if col not in other.columns:
-                    raise _KeyError(
-                        ("features", "joins", i), f"column {col!r} is not a declared column of source {join.source!r}"
-                    )
-            for col in join.keys:
-                if col not in base.columns:
-                    raise _KeyError(
-                        ("features", "joins", i, "keys"),
-                        f"column {col!r} is not a declared column of source {self.features.base!r}",
-                    )
-        for loc, msg in train_cross_check(self.train, self.feature_columns, self.features.key):
-            raise _KeyError(loc, msg)
+        problems = self._feature_problems()
+        problems += train_cross_check(self.train, self.feature_columns, self.features.key)
         drift = self.monitor.drift
         for field_name, cols in (
             ("columns", drift.columns),
@@ -172,13 +138,69 @@ class PipelineConfig(Strict):
         ):
             for col in cols:
                 if col not in self.feature_columns:
-                    raise _KeyError(
-                        ("monitor", "drift", field_name),
-                        f"column {col!r} is not a feature column ({', '.join(self.feature_columns)})",
+                    problems.append(
+                        (
+                            ("monitor", "drift", field_name),
+                            f"column {col!r} is not a feature column ({', '.join(self.feature_columns)})",
+                        )
                     )
         if self.end_date and self.end_date < self.start_date:
-            raise _KeyError(("end_date",), "must not be before start_date")
+            problems.append((("end_date",), "must not be before start_date"))
+        if problems:
+            raise KeyProblems(problems)
         return self
+
+    def _feature_problems(self) -> list[tuple[Loc, str]]:
+        """Sources and columns the features section names, then its expressions (parsed here, once)."""
+        src, spec = self.sources, self.features
+        names = ", ".join(src)
+        base = src.get(spec.base)
+        if base is None:
+            return [(("features", "base"), f"unknown source {spec.base!r} (sources: {names})")]
+        if not base.partitioned:
+            return [(("features", "base"), f"source {spec.base!r} must be partitioned ({{ds}} in its path)")]
+        problems: list[tuple[Loc, str]] = []
+        for col in [*spec.key, spec.timestamp, *spec.keep]:
+            if col not in base.columns:
+                problems.append((("features",), f"column {col!r} is not a declared column of source {spec.base!r}"))
+        kinds: dict[str, Kind] = {col: COLUMN_KINDS[t] for col, t in base.columns.items()}
+        for i, join in enumerate(spec.joins):
+            other = src.get(join.source)
+            if other is None:
+                problems.append(
+                    (("features", "joins", i, "source"), f"unknown source {join.source!r} (sources: {names})")
+                )
+                continue
+            for col in [*join.keys, *join.columns]:
+                if col not in other.columns:
+                    problems.append(
+                        (("features", "joins", i), f"column {col!r} is not a declared column of source {join.source!r}")
+                    )
+            for col in join.keys:
+                if col not in base.columns:
+                    problems.append(
+                        (
+                            ("features", "joins", i, "keys"),
+                            f"column {col!r} is not a declared column of source {spec.base!r}",
+                        )
+                    )
+            kinds.update(
+                {dst: COLUMN_KINDS[other.columns[col]] for col, dst in join.columns.items() if col in other.columns}
+            )
+        if problems:
+            return problems
+        self._compiled, problems = compile_features(spec, kinds)
+        return problems
+
+    @property
+    def compiled_features(self) -> CompiledFeatures:
+        """The parsed expressions of `features` (parsed when the config was loaded)."""
+        if self._compiled is None or not self._compiled.matches(self.features):
+            # A copy made with other expressions (model_copy does not validate): parse them now.
+            problems = self._feature_problems()
+            if problems or self._compiled is None:
+                raise PipelineConfigError([Problem(self.name, None, fmt_loc(loc), msg) for loc, msg in problems])
+        return self._compiled
 
     @property
     def partitioned_sources(self) -> dict[str, SourceConfig]:
@@ -198,84 +220,78 @@ class PipelineConfig(Strict):
         return f"{self.name}.features"
 
 
-class _KeyError(ValueError):
-    """A cross-field problem located at a key path, so the message can name it."""
-
-    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
-        super().__init__(msg)
-        self.loc = loc
-        self.msg = msg
-
-
-_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml parses ~10x faster
-
-
-class _UniqueKeyLoader(_BaseLoader):  # type: ignore[misc]
-    """Safe loader that refuses a key repeated in one mapping (YAML would keep only the last)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-        if isinstance(key, bool):
-            # YAML 1.1 reads unquoted on/off/yes/no as booleans: say so instead of a puzzling type error.
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key_node.value!r} is read as the boolean {key}; quote it", key_node.start_mark
-            )
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _fmt_loc(loc: tuple[str | int, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+def _problems(exc: ValidationError, source: str, doc: YamlDocument) -> list[Problem]:
+    out: list[Problem] = []
+    for err in exc.errors():
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, KeyProblems):
+            out += [Problem(source, doc.line_of(loc), fmt_loc(loc), msg) for loc, msg in ctx_err.problems]
+            continue
+        loc = tuple(err["loc"])
+        msg = "unknown key (not part of the schema)" if err["type"] == "extra_forbidden" else err["msg"]
+        out.append(Problem(source, doc.line_of(loc), fmt_loc(loc), msg))
+    return out
 
 
 def parse_pipeline(text: str, source: str, expected_name: str | None = None) -> PipelineConfig:
     """Parse and check one config; `source` names it in errors."""
+    return _parse(text, source, expected_name)[0]
+
+
+def _parse(text: str, source: str, expected_name: str | None) -> tuple[PipelineConfig, YamlDocument]:
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise PipelineConfigError(f"{source}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PipelineConfigError(f"{source}: (top level): must be a mapping of keys, got {type(raw).__name__}")
+        doc = load_yaml(text)
+    except YamlError as exc:
+        raise PipelineConfigError([Problem(source, exc.line, "(file)", exc.message)]) from None
+    if not isinstance(doc.data, dict):
+        got = type(doc.data).__name__
+        raise PipelineConfigError([Problem(source, 1, "(top level)", f"must be a mapping of keys, got {got}")])
     try:
-        cfg = PipelineConfig.model_validate(raw)
+        cfg = PipelineConfig.model_validate(doc.data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            ctx_err = (err.get("ctx") or {}).get("error")
-            if isinstance(ctx_err, _KeyError):
-                lines.append(f"{source}: {_fmt_loc(ctx_err.loc)}: {ctx_err.msg}")
-            elif err["type"] == "extra_forbidden":
-                lines.append(f"{source}: {_fmt_loc(tuple(err['loc']))}: unknown key (not part of the schema)")
-            else:
-                lines.append(f"{source}: {_fmt_loc(tuple(err['loc']))}: {err['msg']}")
-        raise PipelineConfigError("\n".join(lines)) from None
+        raise PipelineConfigError(_problems(exc, source, doc)) from None
     if expected_name is not None and cfg.name != expected_name:
-        raise PipelineConfigError(f"{source}: name: {cfg.name!r} must equal the file name {expected_name!r}")
-    return cfg
+        raise PipelineConfigError(
+            [
+                Problem(
+                    source, doc.line_of(("name",)), "name", f"{cfg.name!r} must equal the file name {expected_name!r}"
+                )
+            ]
+        )
+    return cfg, doc
+
+
+def suite_path(suite: str, folder: Path | None = None) -> Path:
+    """The suite file `suite` names, which must be a file inside the expectations folder (links included)."""
+    folder = (folder or settings.expectations_dir()).resolve()
+    path = (folder / suite).resolve()
+    if not path.is_relative_to(folder):
+        raise PipelineConfigError(f"suite {suite!r} resolves to {path}, outside the expectations folder {folder}")
+    if not path.is_file():
+        raise PipelineConfigError(f"no suite file {folder / suite}")
+    return path
 
 
 def load_pipeline(path: Path) -> PipelineConfig:
-    """Load `include/pipelines/<name>.yaml`; the suites it names must exist."""
+    """Load `include/pipelines/<name>.yaml`; the suites it names must exist in the expectations folder."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PipelineConfigError(f"{path}: cannot read: {exc}") from exc
-    cfg = parse_pipeline(text, str(path), expected_name=path.stem)
+        raise PipelineConfigError([Problem(str(path), None, "(file)", f"cannot read: {exc}")]) from exc
+    cfg, doc = _parse(text, str(path), path.stem)
     exp = settings.expectations_dir()
     if not exp.is_dir():
-        raise PipelineConfigError(_missing_folder("expectations", exp, settings.EXPECTATIONS_DIR))
+        missing = _missing_folder("expectations", exp, settings.EXPECTATIONS_DIR)
+        raise PipelineConfigError([Problem(str(path), None, "(file)", missing)])
+    problems = []
     for name, src in cfg.sources.items():
-        if not (exp / src.suite).is_file():
-            raise PipelineConfigError(f"{path}: sources.{name}.suite: no suite file {exp / src.suite}")
+        try:
+            suite_path(src.suite)
+        except PipelineConfigError as exc:
+            loc = ("sources", name, "suite")
+            problems.append(Problem(str(path), doc.line_of(loc), fmt_loc(loc), str(exc)))
+    if problems:
+        raise PipelineConfigError(problems)
     return cfg
 
 
@@ -287,25 +303,43 @@ def _missing_folder(what: str, folder: Path, setting: settings.Setting) -> str:
     )
 
 
-def load_pipelines(folder: Path | None = None) -> list[PipelineConfig]:
-    """Every pipeline config in the folder (default: the pipelines_dir setting); errors are raised together."""
+@dataclass
+class PipelineScan:
+    """The valid configs of a folder and the problems of the others (a bad file leaves the rest usable)."""
+
+    configs: list[PipelineConfig] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+    """The file of each valid config, by pipeline name."""
+
+
+def scan_pipelines(folder: Path | None = None) -> PipelineScan:
+    """Every pipeline config in the folder (default: the pipelines_dir setting): the ones that load, and the
+    problems of each one that does not. A missing folder is an error of its own."""
     if folder is None:
         folder = settings.pipelines_dir()
         if not folder.is_dir():
             raise PipelineConfigError(_missing_folder("pipelines", folder, settings.PIPELINES_DIR))
     elif not folder.is_dir():
         raise PipelineConfigError(f"pipelines folder {folder} does not exist")
-    configs, errors = [], []
+    scan = PipelineScan()
     for path in sorted(folder.glob("*.yaml")):
         try:
-            configs.append(load_pipeline(path))
+            scan.configs.append(load_pipeline(path))
+            scan.files[path.stem] = path
         except PipelineConfigError as exc:
-            errors.append(str(exc))
+            scan.problems += exc.problems or [Problem(str(path), None, "(file)", str(exc))]
     for path in sorted(folder.glob("*.yml")):
-        errors.append(f"{path}: use the .yaml extension (this file is not loaded)")
-    if errors:
-        raise PipelineConfigError("\n".join(errors))
-    return configs
+        scan.problems.append(Problem(str(path), None, "(file)", "use the .yaml extension (this file is not loaded)"))
+    return scan
+
+
+def load_pipelines(folder: Path | None = None) -> list[PipelineConfig]:
+    """Every pipeline config in the folder; the problems of all files are collected and raised together."""
+    scan = scan_pipelines(folder)
+    if scan.problems:
+        raise PipelineConfigError(scan.problems)
+    return scan.configs
 
 
 def pipeline_by_name(name: str) -> PipelineConfig:

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from airflow_mlops.config.schema import Strict
+from airflow_mlops.config.schema import Strict, check_conn_id, check_schedule
 
 NumericMethod = Literal["wasserstein", "ks", "psi", "kl_div", "jensenshannon", "anderson", "cramer_von_mises", "t_test"]
 CategoricalMethod = Literal["jensenshannon", "chisquare", "psi", "kl_div", "TVD", "z"]
+DriftMethod = Literal[
+    "wasserstein",
+    "ks",
+    "psi",
+    "kl_div",
+    "jensenshannon",
+    "anderson",
+    "cramer_von_mises",
+    "t_test",
+    "chisquare",
+    "TVD",
+    "z",
+]
 RetrainTrigger = Literal["drift", "quality"]
 MonitorSource = Literal["inference_log", "predictions"]
+_EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 
 
 def _all_triggers() -> list[RetrainTrigger]:
@@ -32,7 +47,9 @@ class DriftConfig(Strict):
     )
     categorical_method: CategoricalMethod = Field(default="jensenshannon", description="Stat test of categories.")
     categorical_threshold: float = Field(default=0.1, gt=0, description="Its threshold.")
-    methods: dict[str, str] = Field(default_factory=dict, description="{column: stat test} overriding the above.")
+    methods: dict[str, DriftMethod] = Field(
+        default_factory=dict, description="{column: stat test} overriding the above."
+    )
     thresholds: dict[str, float] = Field(default_factory=dict, description="{column: threshold} overriding the above.")
     critical: list[str] = Field(
         default_factory=list, description="Columns whose drift alone counts as drift of the data."
@@ -67,6 +84,16 @@ class AlertsConfig(Strict):
     webhook_conn_id: str | None = Field(
         default=None, description="Airflow HTTP connection; the alert is POSTed to it as JSON."
     )
+
+    _conn_id = field_validator("webhook_conn_id")(check_conn_id)
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not _EMAIL.fullmatch(address):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return value
 
 
 class RetrainConfig(Strict):
@@ -104,6 +131,8 @@ class MonitorConfig(Strict):
     experiment: str | None = Field(
         default=None, description="MLflow experiment of the monitor runs; default: `<pipeline>-monitoring`."
     )
+
+    _schedule = field_validator("schedule")(check_schedule)
 
     @model_validator(mode="after")
     def _sources(self) -> MonitorConfig:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from airflow_mlops.config.schema import Name, Strict
+from airflow_mlops.config.schema import DOTTED_NAME, Name, Strict, check_schedule
 
 Scalar = str | int | float | bool | None
 MetricName = Literal["roc_auc", "average_precision", "log_loss", "brier", "accuracy", "f1", "precision", "recall"]
@@ -25,6 +25,41 @@ LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 """Metrics where a smaller value is better; the gates compare them the other way round."""
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+BUILTIN_ESTIMATOR_MODULES: tuple[str, ...] = ("sklearn",)
+"""Packages whose classes `train.model.estimator` may always name; others must be in `allowed_modules`."""
+
+DENIED_MODULES = frozenset(
+    {
+        "builtins",
+        "code",
+        "codeop",
+        "ctypes",
+        "importlib",
+        "io",
+        "marshal",
+        "multiprocessing",
+        "nt",
+        "operator",
+        "os",
+        "pathlib",
+        "pickle",
+        "posix",
+        "pty",
+        "runpy",
+        "shutil",
+        "socket",
+        "subprocess",
+        "sys",
+        "tempfile",
+    }
+)
+"""Top-level modules that neither `allowed_modules` nor `trusted_types` may name: their objects run commands,
+touch files or import code, so trusting them would let a model file or a config do the same."""
+
+
+def _in_module(path: str, module: str) -> bool:
+    return path == module or path.startswith(module + ".")
 
 
 class Distribution(Strict):
@@ -72,7 +107,9 @@ class ModelConfig(Strict):
 
     estimator: str = Field(
         default="sklearn.ensemble.HistGradientBoostingClassifier",
-        description="Import path of a scikit-learn compatible classifier with predict_proba.",
+        description=(
+            "Import path of a classifier with predict_proba, in `sklearn` or in a package of `allowed_modules`."
+        ),
     )
     params: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="Estimator parameters.")
     categorical: Literal["native", "ordinal", "onehot"] = Field(
@@ -102,7 +139,17 @@ class ModelConfig(Strict):
     )
     trusted_types: list[str] = Field(
         default_factory=list,
-        description="Types to trust when saving/loading the skops model, beyond the project allow-list.",
+        description=(
+            "Types to trust when saving and loading the skops model, beyond the project's allow-list (what an"
+            " estimator outside scikit-learn keeps in its fitted state), e.g. `xgboost.core.Booster`."
+        ),
+    )
+    allowed_modules: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Packages besides `sklearn` whose classes `estimator` may name, e.g. `xgboost` or"
+            " `mycompany.models`. Their code runs in the workers: list only packages you trust."
+        ),
     )
 
     @field_validator("estimator")
@@ -118,7 +165,34 @@ class ModelConfig(Strict):
         for item in value:
             if not _IMPORT_PATH.match(item):
                 raise ValueError(f"{item!r} is not a type path like package.module.Class")
+            if item.split(".")[0] in DENIED_MODULES:
+                raise ValueError(f"{item!r}: types of {item.split('.')[0]!r} are never trusted (they can run code)")
         return value
+
+    @field_validator("allowed_modules")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not DOTTED_NAME.match(item):
+                raise ValueError(f"{item!r} is not a module name like package or package.module")
+            if item.split(".")[0] in DENIED_MODULES:
+                raise ValueError(f"{item!r}: estimators cannot come from {item.split('.')[0]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _estimator_allowed(self) -> ModelConfig:
+        if not self.estimator_allowed():
+            modules = [*BUILTIN_ESTIMATOR_MODULES, *self.allowed_modules]
+            raise ValueError(
+                f"estimator {self.estimator!r} is not in an allowed module ({', '.join(modules)}); "
+                "list its package under train.model.allowed_modules if you trust it"
+            )
+        return self
+
+    def estimator_allowed(self) -> bool:
+        """Whether `estimator` is in sklearn or an allowed module (checked again before it is imported)."""
+        modules = [*BUILTIN_ESTIMATOR_MODULES, *self.allowed_modules]
+        return any(_in_module(self.estimator.rpartition(".")[0], m) for m in modules)
 
 
 class MetricConfig(Strict):
@@ -158,6 +232,8 @@ class TrainConfig(Strict):
     schedule: str | None = Field(
         default="@weekly", description="Cron or preset; null: only triggered (monitor, by hand)."
     )
+
+    _schedule = field_validator("schedule")(check_schedule)
     window_days: int = Field(default=60, ge=3, le=3660, description="Days of features up to the logical date.")
     validation_days: int = Field(default=7, ge=0, description="Days before the holdout used to rank search candidates.")
     holdout_days: int = Field(default=7, ge=1, description="Latest days of the window, scored for the gates.")

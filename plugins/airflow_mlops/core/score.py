@@ -19,7 +19,7 @@ class NoChampion(RuntimeError):
 def score_partition(lake: Lake, cfg: PipelineConfig, tracking: Tracking, ds: str) -> dict[str, Any]:
     """Write predictions/<p>/date=<ds>/ from the features of `ds`; a rerun replaces the partition."""
     name = cfg.train.model_name(cfg.name)
-    loaded = tracking.load_champion(name)
+    loaded = tracking.load_champion(name, cfg.train.model.trusted_types)
     if loaded is None:
         raise NoChampion(f"model {name!r} has no champion yet: deploy a version before scoring")
     features = lake.read_parquet(lake.uri(paths.features(cfg.name, ds)))

@@ -35,60 +35,157 @@ def test_all_configs_load() -> None:
     assert [c.name for c in load_pipelines()] == sorted(p.stem for p in settings.pipelines_dir().glob("*.yaml"))
 
 
+def line_of_path(text: str, path: tuple) -> int:
+    """The line of a key path in block-style YAML as yaml.safe_dump writes it, found by indentation alone."""
+    lines = text.splitlines()
+    row, indent = 0, 0
+    for part in path:
+        if isinstance(part, int):
+            # safe_dump writes the items of a list at the indentation of the key that holds it
+            items = [i for i in range(row, len(lines)) if lines[i].startswith(" " * (indent - 2) + "- ")]
+            row = items[part]
+            lines[row] = lines[row].replace("- ", "  ", 1)
+            continue
+        row = next(
+            i
+            for i in range(row, len(lines))
+            if lines[i].startswith(" " * indent + f"{part}:") and not lines[i][indent].isspace()
+        )
+        indent += 2
+    return row + 1
+
+
 @pytest.mark.parametrize(
-    ("mutate", "expected"),
+    ("mutate", "path", "expected"),
     [
-        (lambda d: d.update(schedule="@daily"), "x.yaml: schedule: unknown key"),
-        (lambda d: d["ingest"].update(shedule="@daily"), "x.yaml: ingest.shedule: unknown key"),
+        (lambda d: d.update(schedule="@daily"), ("schedule",), "unknown key"),
+        (lambda d: d["ingest"].update(shedule="@daily"), ("ingest", "shedule"), "unknown key"),
         (
             lambda d: d["ingest"]["sensor"].update(poke_interval_seconds=0),
-            "x.yaml: ingest.sensor.poke_interval_seconds: Input should be greater than or equal to 1",
+            ("ingest", "sensor", "poke_interval_seconds"),
+            "Input should be greater than or equal to 1",
         ),
-        (lambda d: d.pop("features"), "x.yaml: features: Field required"),
+        (lambda d: d["ingest"].update(schedule="0 25 * * *"), ("ingest", "schedule"), "is not a cron expression"),
+        (lambda d: d["train"].update(schedule="@fortnightly"), ("train", "schedule"), "unknown preset '@fortnightly'"),
+        (lambda d: d.pop("features"), (), "features: Field required"),
         (
             lambda d: d["sources"]["flights"]["columns"].update(dep_delay="decimal"),
-            "x.yaml: sources.flights.columns.dep_delay: Input should be",
+            ("sources", "flights", "columns", "dep_delay"),
+            "Input should be",
         ),
         (
             lambda d: d["sources"]["flights"].update(path="flights/{date}.csv"),
-            "x.yaml: sources.flights.path: Value error, only the {ds} placeholder",
+            ("sources", "flights", "path"),
+            "Value error, only the {ds} placeholder",
         ),
         (
             lambda d: d["sources"]["flights"].update(path="../elsewhere/{ds}.csv"),
-            "x.yaml: sources.flights.path: Value error, must be a relative path",
+            ("sources", "flights", "path"),
+            "Value error, must be a relative path",
+        ),
+        (
+            lambda d: d["sources"]["flights"].update(suite="../../etc/suite.json"),
+            ("sources", "flights", "suite"),
+            "must be a relative path inside the expectations folder",
+        ),
+        (
+            lambda d: d["sources"]["flights"].update(suite="/etc/suite.json"),
+            ("sources", "flights", "suite"),
+            "must be a relative path inside the expectations folder",
+        ),
+        (
+            lambda d: d["sources"]["flights"].update(suite="flights.py"),
+            ("sources", "flights", "suite"),
+            "must be a .json suite file",
         ),
         (
             lambda d: d["features"].update(base="flight"),
-            "x.yaml: features.base: unknown source 'flight' (sources: flights, weather, planes)",
+            ("features", "base"),
+            "unknown source 'flight' (sources: flights, weather, planes)",
         ),
-        (lambda d: d["features"].update(base="planes"), "x.yaml: features.base: source 'planes' must be partitioned"),
+        (lambda d: d["features"].update(base="planes"), ("features", "base"), "source 'planes' must be partitioned"),
         (
             lambda d: d["features"]["joins"][0].update(source="wether"),
-            "x.yaml: features.joins.0.source: unknown source 'wether'",
+            ("features", "joins", 0, "source"),
+            "unknown source 'wether'",
         ),
         (
             lambda d: d["features"]["joins"][1]["columns"].update(wingspan="wingspan"),
-            "x.yaml: features.joins.1: column 'wingspan' is not a declared column of source 'planes'",
+            ("features", "joins", 1),
+            "column 'wingspan' is not a declared column of source 'planes'",
         ),
         (
             lambda d: d["features"]["keep"].append("gate"),
-            "x.yaml: features: column 'gate' is not a declared column of source 'flights'",
+            ("features",),
+            "column 'gate' is not a declared column of source 'flights'",
         ),
-        (lambda d: d.update(end_date="2012-01-01"), "x.yaml: end_date: must not be before start_date"),
-        (lambda d: d.update(name="Flight-Delays"), "x.yaml: name: String should match pattern"),
+        (lambda d: d.update(end_date="2012-01-01"), ("end_date",), "must not be before start_date"),
+        (lambda d: d.update(name="Flight-Delays"), ("name",), "String should match pattern"),
+        (
+            lambda d: d["train"]["model"].update(estimator="subprocess.Popen"),
+            ("train", "model"),
+            "estimator 'subprocess.Popen' is not in an allowed module (sklearn)",
+        ),
+        (
+            lambda d: d["train"]["model"].update(estimator="xgboost.XGBClassifier"),
+            ("train", "model"),
+            "list its package under train.model.allowed_modules",
+        ),
+        (
+            lambda d: d["train"]["model"].update(allowed_modules=["os.path"]),
+            ("train", "model", "allowed_modules"),
+            "estimators cannot come from 'os'",
+        ),
+        (
+            lambda d: d["train"]["model"].update(allowed_modules=["my-models"]),
+            ("train", "model", "allowed_modules"),
+            "is not a module name",
+        ),
+        (
+            lambda d: d["train"]["model"].update(trusted_types=["builtins.eval"]),
+            ("train", "model", "trusted_types"),
+            "types of 'builtins' are never trusted",
+        ),
+        (
+            lambda d: d["train"]["model"].update(trusted_types=["numpy.float64; rm -rf /"]),
+            ("train", "model", "trusted_types"),
+            "is not a type path like package.module.Class",
+        ),
+        (
+            lambda d: d["monitor"].update(alerts={"webhook_conn_id": "hook id with spaces"}),
+            ("monitor", "alerts", "webhook_conn_id"),
+            "is not a valid Airflow connection id",
+        ),
+        (
+            lambda d: d["monitor"].update(alerts={"email": ["ops@example.com", "not-an-address"]}),
+            ("monitor", "alerts", "email"),
+            "'not-an-address' is not an e-mail address",
+        ),
+        (
+            lambda d: d["monitor"]["drift"].update(methods={"temp": "__import__"}),
+            ("monitor", "drift", "methods", "temp"),
+            "Input should be 'wasserstein'",
+        ),
     ],
 )
-def test_mistakes_are_named(mutate, expected: str) -> None:
+def test_mistakes_are_named_with_file_line_and_key(mutate, path: tuple, expected: str) -> None:
     data = shipped()
     mutate(data)
+    text = dump(data)
     with pytest.raises(PipelineConfigError) as err:
-        parse_pipeline(dump(data), "x.yaml")
-    assert expected in str(err.value)
+        parse_pipeline(text, "x.yaml")
+    line = line_of_path(text, path) if path else 1  # a missing top-level key: the document
+    key = ".".join(str(p) for p in path)
+    message = str(err.value)
+    assert f"x.yaml:{line}: {key + ': ' if key else ''}" in message, message
+    assert expected in message, message
+    assert all(p.file == "x.yaml" and p.line for p in err.value.problems)
 
 
 def test_duplicate_key_is_an_error() -> None:
     text = SHIPPED.read_text().replace("owner: mlops\n", "owner: mlops\nowner: someone\n")
-    with pytest.raises(PipelineConfigError, match=r"x.yaml: not valid YAML: duplicate key 'owner'"):
+    line = text.splitlines().index("owner: someone") + 1
+    with pytest.raises(PipelineConfigError, match=rf"x.yaml:{line}: \(file\): not valid YAML: duplicate key 'owner'"):
         parse_pipeline(text, "x.yaml")
 
 
@@ -99,14 +196,17 @@ def test_unquoted_boolean_key_is_explained() -> None:
 
 
 def test_not_a_mapping() -> None:
-    with pytest.raises(PipelineConfigError, match=r"x.yaml: \(top level\): must be a mapping"):
+    with pytest.raises(PipelineConfigError, match=r"x.yaml:1: \(top level\): must be a mapping"):
         parse_pipeline("- a\n- b\n", "x.yaml")
 
 
 def test_file_name_must_match_pipeline_name(tmp_path: Path) -> None:
     path = tmp_path / "other_name.yaml"
     path.write_text(SHIPPED.read_text())
-    with pytest.raises(PipelineConfigError, match=r"other_name.yaml: name: 'flight_delays' must equal the file name"):
+    line = SHIPPED.read_text().splitlines().index("name: flight_delays") + 1
+    with pytest.raises(
+        PipelineConfigError, match=rf"other_name.yaml:{line}: name: 'flight_delays' must equal the file"
+    ):
         load_pipeline(path)
 
 
@@ -124,6 +224,6 @@ def test_errors_of_all_files_are_collected(tmp_path: Path) -> None:
     with pytest.raises(PipelineConfigError) as err:
         load_pipelines(tmp_path)
     message = str(err.value)
-    assert "a.yaml: sources: Field required" in message
-    assert "b.yaml: bogus: unknown key" in message
-    assert "c.yml: use the .yaml extension" in message
+    assert "a.yaml:1: sources: Field required" in message  # a missing key: the mapping it is missing from
+    assert "b.yaml:2: bogus: unknown key" in message
+    assert "c.yml: (file): use the .yaml extension" in message

@@ -5,22 +5,23 @@ from __future__ import annotations
 import pandas as pd
 
 from airflow_mlops.config import PipelineConfig
+from airflow_mlops.config.expressions import Expression
+from airflow_mlops.errors import PermanentError
 
 PARTITION_COLUMN = "ds"
 
 
-class FeatureBuildError(ValueError):
+class FeatureBuildError(PermanentError, ValueError):
     """The feature definition cannot be applied to the data; the message names the feature."""
 
 
-def _evaluate(df: pd.DataFrame, expr: str, what: str) -> pd.Series:
+def _evaluate(df: pd.DataFrame, expression: Expression, what: str) -> pd.Series:
     try:
-        # engine="python" allows attribute access such as `time_hour.dt.dayofweek`.
-        result = df.eval(expr, engine="python")
+        result = expression.evaluate(df)
     except Exception as exc:
-        raise FeatureBuildError(f"{what}: cannot evaluate {expr!r}: {exc}") from exc
+        raise FeatureBuildError(f"{what}: cannot evaluate {expression.text!r}: {exc}") from exc
     if not isinstance(result, pd.Series) or len(result) != len(df):
-        raise FeatureBuildError(f"{what}: {expr!r} must give one value per row")
+        raise FeatureBuildError(f"{what}: {expression.text!r} must give one value per row")
     return result
 
 
@@ -30,7 +31,7 @@ def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame
     Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean,
     null where the label is not known yet).
     """
-    spec = cfg.features
+    spec, compiled = cfg.features, cfg.compiled_features
     df = sources[spec.base].reset_index(drop=True)
     for join in spec.joins:
         right = sources[join.source][[*join.keys, *join.columns]].rename(columns=join.columns)
@@ -43,11 +44,11 @@ def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame
                 f"join of {join.source!r}: {n} rows share a key {join.keys}; joining would duplicate rows"
             )
         df = df.merge(right, on=join.keys, how="left", validate="many_to_one")
-    for name, expr in spec.derived.items():
-        df[name] = _evaluate(df, expr, f"derived feature {name!r}")
-    label = _evaluate(df, spec.label.expr, f"label {spec.label.name!r}").astype("boolean")
-    if spec.label.known:
-        known = _evaluate(df, spec.label.known, f"label {spec.label.name!r} (known)").astype(bool)
+    for name, expression in compiled.derived.items():
+        df[name] = _evaluate(df, expression, f"derived feature {name!r}")
+    label = _evaluate(df, compiled.label, f"label {spec.label.name!r}").astype("boolean")
+    if compiled.known is not None:
+        known = _evaluate(df, compiled.known, f"label {spec.label.name!r} (known)").astype(bool)
         label[~known] = pd.NA  # type: ignore[call-overload]
     df[spec.label.name] = label
     df[PARTITION_COLUMN] = ds

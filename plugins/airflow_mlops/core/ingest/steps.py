@@ -6,8 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_mlops import settings
-from airflow_mlops.config import PipelineConfig
+from airflow_mlops.config import PipelineConfig, suite_path
 from airflow_mlops.core.ingest.features import build_features
 from airflow_mlops.core.ingest.landing import LandingFileError, read_landing_csv
 from airflow_mlops.core.lake import paths
@@ -94,7 +93,7 @@ def validate_source(
 
     uri = raw_uri(lake, cfg, source, ds)
     df = lake.read_parquet(uri)
-    outcome = validate_frame(df, settings.expectations_dir() / cfg.sources[source].suite, date_parameters(ds))
+    outcome = validate_frame(df, suite_path(cfg.sources[source].suite), date_parameters(ds))
     ctx = {"pipeline": cfg.name, "source": source, "logical date": ds, "file": uri, **(context or {})}
     html = render_validation_html(outcome, f"{cfg.name}: validation of {source} for {ds}", ctx)
     report_uri = lake.uri(paths.validation_report(cfg.name, source, ds))

@@ -160,6 +160,11 @@ def _run(df: pd.DataFrame, suite: Any, params: dict[str, Any], result_format: An
         return batch.validate(suite, result_format=result_format, expectation_parameters=params)
 
 
+def check_suite(path: Path) -> None:
+    """Raise SuiteError when Great Expectations would not accept the suite file (what validation would hit)."""
+    _load_suite(path)
+
+
 def _load_suite(path: Path) -> tuple[Any, dict[str, Any]]:
     """The suite object and its JSON, cached per file version (parsing builds pydantic models)."""
     try:

@@ -1,4 +1,4 @@
-"""MLflow tracking and registry: one run per DAG run, batched logging, skops models, idempotent registration."""
+"""MLflow tracking and registry: one run per DAG run, batched logging, idempotent registration."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import io
 import json
 import logging
 import math
-import os
-import re
 import tempfile
 import time
 import warnings
@@ -19,282 +17,84 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import mlflow
 import pandas as pd
-import yaml
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import MlflowException
 
-from airflow_mlops.core.train.training import (
-    DataSummary,
-    Evaluation,
-    FeatureSpec,
-    FitResult,
-    GateDecision,
-    TrainingData,
-    partition_ranges,
-)
+from airflow_mlops.core.train.evaluation import Evaluation, GateDecision
+from airflow_mlops.core.train.training import FeatureSpec, FitResult
+from airflow_mlops.core.train.window import TrainingData, partition_ranges
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
+from airflow_mlops.core.registry.models import (
+    TRUSTED_TYPES,
+    UnsafeModelError,
+    check_trusted,
+    load_local_model,
+    load_model,
+    mlflow_uris,
+    model_signature,
+    pip_requirements,
+    raw_rows,
+    trusted_types,
+)
+from airflow_mlops.core.registry.retry import RetryPolicy, TrackingError, is_transient, retrying
+from airflow_mlops.core.registry.tags import (
+    CHALLENGER,
+    CHAMPION,
+    MAX_DESCRIPTION_CHARS,
+    MAX_INPUT_TAG_CHARS,
+    MAX_RUN_TAG_CHARS,
+    MODEL_NAME,
+    REFERENCE_ARTIFACT,
+    TAG_PREFIX,
+    Lineage,
+    RunTags,
+    chunks,
+    clip,
+    decision_tags,
+    fit_description,
+    metric_key,
+    quote,
+)
+
+__all__ = [  # the model-file, retry and tag names are re-exported: callers import them from here as before
+    "CHALLENGER",
+    "CHAMPION",
+    "MAX_DESCRIPTION_CHARS",
+    "MAX_INPUT_TAG_CHARS",
+    "MAX_RUN_TAG_CHARS",
+    "MODEL_NAME",
+    "REFERENCE_ARTIFACT",
+    "TAG_PREFIX",
+    "TRUSTED_TYPES",
+    "Lineage",
+    "LoadedModel",
+    "LoggedModelInfo",
+    "RegisteredVersion",
+    "RetryPolicy",
+    "RunTags",
+    "Tracking",
+    "TrackingError",
+    "UnsafeModelError",
+    "check_trusted",
+    "decision_tags",
+    "fit_description",
+    "is_transient",
+    "load_local_model",
+    "load_model",
+    "metric_key",
+    "model_signature",
+    "pip_requirements",
+    "raw_rows",
+    "retrying",
+    "trusted_types",
+]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# skops looks up every object's module by walking sys.modules with getattr; inside Airflow that touches
-# Airflow's deprecated-import shims, which warn once per name (over a thousand log lines per save or load).
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.io\._utils")
-
-TAG_PREFIX = "mlops."
-CHALLENGER = "challenger"
-CHAMPION = "champion"
-MODEL_NAME = "model"
-MAX_DESCRIPTION_CHARS = 5000  # model_versions.description is VARCHAR(5000) on PostgreSQL/MySQL
-MAX_INPUT_TAG_CHARS = 500
-MAX_RUN_TAG_CHARS = 8000
-REFERENCE_ARTIFACT = "reference/reference.parquet"
-"""Run artifact holding a model's reference sample for the monitor."""
-
-TRUSTED_TYPES: tuple[str, ...] = (
-    # Beyond skops' defaults (builtins, numpy, public sklearn estimators): what our pipelines contain.
-    "airflow_mlops.core.train.training.FeatureFrame",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    # ColumnTransformer keeps passthrough columns as FunctionTransformer(partial(check_array, ...)).
-    "functools.partial",
-    "sklearn.utils.validation.check_array",
-)
-"""Types a model may hold to be saved or loaded by this project; anything else is refused."""
-
-
-class TrackingError(RuntimeError):
-    """An MLflow operation failed for good; the message says which and on which server."""
-
-
-class UnsafeModelError(TrackingError):
-    """A model is not in the skops format or holds types outside the allow-list: it is not loaded."""
-
-
-# Retries -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long MLflow calls keep retrying connection failures.
-
-    MLflow's own HTTP layer retries each request first (`http_*`: exported as MLFLOW_HTTP_REQUEST_MAX_RETRIES,
-    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR and MLFLOW_HTTP_REQUEST_TIMEOUT unless the environment sets them);
-    on top of that each project operation is retried with backoff until `max_seconds` have passed, so a
-    server down for two minutes ends in success once it is back.
-    """
-
-    max_seconds: float = 300.0
-    initial_backoff: float = 2.0
-    max_backoff: float = 30.0
-    http_max_retries: int | None = None
-    http_backoff_factor: int | None = None
-    http_timeout: int | None = None
-
-    def apply_http_settings(self) -> None:
-        """Export the http_* settings for MLflow's request layer (process-wide; set values win)."""
-        for env, value in (
-            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", self.http_max_retries),
-            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", self.http_backoff_factor),
-            ("MLFLOW_HTTP_REQUEST_TIMEOUT", self.http_timeout),
-        ):
-            if value is not None:
-                os.environ.setdefault(env, str(value))
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether an error means the server was unreachable or overloaded (worth retrying)."""
-    import requests
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(
-            current, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError | TimeoutError
-        ):
-            return True
-        if isinstance(current, RestException):
-            status = current.get_http_status_code()  # type: ignore[no-untyped-call]
-            if status in (429, 502, 503, 504) or "database is locked" in str(current):
-                return True
-        elif isinstance(current, MlflowException):
-            # MLflow wraps connection failures that outlived its own retries in a plain MlflowException.
-            msg = str(current)
-            if msg.startswith("API request to") and ("failed with exception" in msg or "failed with timeout" in msg):
-                return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def retrying(operation: Callable[[], T], policy: RetryPolicy, what: str, server: str) -> T:
-    """Run an idempotent operation, retrying transient failures with backoff until the policy's budget is spent."""
-    started = time.monotonic()
-    delay = policy.initial_backoff
-    attempt = 1
-    while True:
-        try:
-            return operation()
-        except Exception as exc:
-            elapsed = time.monotonic() - started
-            if not is_transient(exc):
-                raise
-            if elapsed + delay > policy.max_seconds:
-                raise TrackingError(
-                    f"MLflow server {server} unreachable for {elapsed:.0f}s while trying to {what} "
-                    f"({attempt} attempts): {exc}"
-                ) from exc
-            log.warning(
-                "MLflow %s: %s failed (attempt %d, %.0fs): %s; retrying in %.0fs",
-                server,
-                what,
-                attempt,
-                elapsed,
-                exc,
-                delay,
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, policy.max_backoff)
-            attempt += 1
-
-
-# Tags and values -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunTags:
-    """Who made an MLflow run: the Airflow DAG run (one MLflow run per DAG run) and the current task."""
-
-    dag_id: str
-    run_id: str
-    logical_date: str
-    task: str
-
-    def as_tags(self) -> dict[str, str]:
-        return {
-            f"{TAG_PREFIX}dag_id": self.dag_id,
-            f"{TAG_PREFIX}dag_run_id": self.run_id,
-            f"{TAG_PREFIX}logical_date": self.logical_date,
-            f"{TAG_PREFIX}task": self.task,
-        }
-
-
-@dataclass(frozen=True)
-class Lineage:
-    """What a model version records about its origin: data partitions and hash, DAG run and MLflow run."""
-
-    pipeline: str
-    dag_id: str
-    dag_run_id: str
-    logical_date: str
-    mlflow_run_id: str
-    data: DataSummary
-    airflow_run_url: str | None = None
-
-    def as_tags(self) -> dict[str, str]:
-        tags = {
-            f"{TAG_PREFIX}pipeline": self.pipeline,
-            f"{TAG_PREFIX}dag_id": self.dag_id,
-            f"{TAG_PREFIX}dag_run_id": self.dag_run_id,
-            f"{TAG_PREFIX}logical_date": self.logical_date,
-            f"{TAG_PREFIX}mlflow_run_id": self.mlflow_run_id,
-            f"{TAG_PREFIX}content_hash": self.data.content_hash,
-            f"{TAG_PREFIX}window": f"{self.data.window_start}..{self.data.window_end}",
-            f"{TAG_PREFIX}partition_count": str(len(self.data.partitions)),
-            f"{TAG_PREFIX}partition_ranges": partition_ranges(self.data.partitions),
-            f"{TAG_PREFIX}partitions": ",".join(self.data.partitions),
-            f"{TAG_PREFIX}source_uri": self.data.source_uri,
-        }
-        if self.airflow_run_url:
-            tags[f"{TAG_PREFIX}airflow_run_url"] = self.airflow_run_url
-        return tags
-
-
-def decision_tags(decision: GateDecision) -> dict[str, str]:
-    """Gate outcome, reason, each gate and any force (who, why) as tags."""
-    tags = {
-        f"{TAG_PREFIX}gate_outcome": decision.outcome,
-        f"{TAG_PREFIX}gate_passed": str(decision.passed).lower(),
-        f"{TAG_PREFIX}first_run": str(decision.first_run).lower(),
-        f"{TAG_PREFIX}gate_reason": decision.reason,
-        f"{TAG_PREFIX}gates": json.dumps([g.__dict__ for g in decision.gates], default=str),
-    }
-    if decision.force is not None:
-        tags[f"{TAG_PREFIX}force_by"] = decision.force.by
-        tags[f"{TAG_PREFIX}force_reason"] = decision.force.reason
-    return tags
-
-
-_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./ ]")
-
-
-def metric_key(*parts: str) -> str:
-    """An MLflow metric key from parts; characters MLflow refuses (e.g. parentheses) become `_`."""
-    return ".".join(_KEY_CHARS.sub("_", p) for p in parts if p)
-
-
-def _quote(value: str) -> str:
-    if "'" in value:
-        raise ValueError(f"value {value!r} contains a single quote: it cannot be used in an MLflow filter")
-    return f"'{value}'"
-
-
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def fit_description(card: str, limit: int = MAX_DESCRIPTION_CHARS) -> str:
-    """The card cut to fit a model version description, pointing to the full card when cut."""
-    if len(card) <= limit:
-        return card
-    note = "\n\n(cut to fit: full card in the version tag mlops.model_card and the run artifact model_card.md)\n"
-    cut = card.rfind("\n", 0, limit - len(note))
-    return card[: cut if cut > 0 else limit - len(note)] + note
-
-
-def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model (given explicitly: MLflow's inference loads the model in a subprocess)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import numpy
-    import scipy
-    import sklearn
-    import skops
-
-    try:  # the model's first step (FeatureFrame) lives in this package
-        own = f"airflow-mlops=={version('airflow-mlops')}"
-    except PackageNotFoundError:  # a bare checkout on PYTHONPATH
-        own = "airflow-mlops"
-    return [
-        f"scikit-learn=={sklearn.__version__}",
-        f"skops=={skops.__version__}",
-        f"pandas=={pd.__version__}",
-        f"numpy=={numpy.__version__}",
-        f"scipy=={scipy.__version__}",
-        own,
-    ]
-
-
-@contextlib.contextmanager
-def _mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
-    """Point MLflow's global URIs at this server for fluent calls (log_model, download), then restore."""
-    old_tracking = mlflow.get_tracking_uri()
-    old_registry = mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(old_tracking)
-        mlflow.set_registry_uri(old_registry)
-
 
 # Results ---------------------------------------------------------------------------------------------------
 
@@ -329,83 +129,6 @@ class LoadedModel:
     version: str
     run_id: str | None
     uri: str
-
-
-# Loading ---------------------------------------------------------------------------------------------------
-
-
-def trusted_types(extra: Sequence[str] = ()) -> list[str]:
-    """The allow-list of types beyond skops' defaults: the project's plus `extra` (train.model.trusted_types)."""
-    return sorted({*TRUSTED_TYPES, *extra})
-
-
-def check_trusted(skops_file: Path, extra: Sequence[str] = (), where: str = "") -> list[str]:
-    """The non-default types a skops file holds; raises UnsafeModelError for any outside the allow-list."""
-    import skops.io
-
-    found = skops.io.get_untrusted_types(file=skops_file)
-    refused = sorted(set(found) - set(trusted_types(extra)))
-    if refused:
-        raise UnsafeModelError(
-            f"{where or skops_file}: model holds type(s) outside the allow-list: {', '.join(refused)} "
-            "(add them to train.model.trusted_types only if you trust their code)"
-        )
-    return sorted(found)
-
-
-def load_local_model(model_dir: Path, extra_trusted: Sequence[str] = (), where: str = "") -> Any:
-    """Load a downloaded MLflow sklearn model: skops format only, with the project's allow-list.
-
-    MLflow's own loader reads the allow-list from the model's MLmodel file, which the model's author
-    controls; this one ignores it and refuses pickle and cloudpickle (they run code while loading).
-    """
-    import skops.io
-
-    where = where or str(model_dir)
-    mlmodel_path = model_dir / "MLmodel"
-    if not mlmodel_path.is_file():
-        raise UnsafeModelError(f"{where}: no MLmodel file: not an MLflow model")
-    meta = yaml.safe_load(mlmodel_path.read_text(encoding="utf-8")) or {}
-    flavor = (meta.get("flavors") or {}).get("sklearn")
-    if not isinstance(flavor, dict):
-        raise UnsafeModelError(
-            f"{where}: not a scikit-learn model (flavors: {', '.join(meta.get('flavors') or {}) or 'none'})"
-        )
-    fmt = flavor.get("serialization_format", "pickle")
-    if fmt != "skops":
-        raise UnsafeModelError(
-            f"{where}: model saved in {fmt!r} format; this project loads only skops models "
-            "(pickle and cloudpickle can run arbitrary code when loaded). Re-log it with serialization_format='skops'."
-        )
-    data = (model_dir / str(flavor.get("pickled_model", "model.skops"))).resolve()
-    if model_dir.resolve() not in data.parents or not data.is_file():
-        raise UnsafeModelError(f"{where}: model file {flavor.get('pickled_model')!r} is not inside the model folder")
-    check_trusted(data, extra_trusted, where)
-    return skops.io.load(data, trusted=trusted_types(extra_trusted))
-
-
-def load_model(
-    model_uri: str,
-    tracking_uri: str | None = None,
-    registry_uri: str | None = None,
-    extra_trusted: Sequence[str] = (),
-    retry: RetryPolicy | None = None,
-) -> Any:
-    """The project's model loader: download `model_uri` (models:/..., runs:/...) and load it safely.
-
-    Raises UnsafeModelError for a pickle/cloudpickle model or types outside the allow-list.
-    """
-    tracking = tracking_uri or mlflow.get_tracking_uri()
-    registry = registry_uri or tracking
-    policy = retry or RetryPolicy()
-    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
-
-        def download() -> str:
-            with _mlflow_uris(tracking, registry):
-                return str(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-
-        local = retrying(download, policy, f"download {model_uri}", tracking)
-        return load_local_model(Path(local), extra_trusted, where=model_uri)
 
 
 # The tracking client ---------------------------------------------------------------------------------------
@@ -457,8 +180,7 @@ class Tracking:
 
     def _runs_of(self, experiment_id: str, tags: RunTags) -> list[Run]:
         filter_string = (
-            f"tags.`{TAG_PREFIX}dag_id` = {_quote(tags.dag_id)} "
-            f"AND tags.`{TAG_PREFIX}dag_run_id` = {_quote(tags.run_id)}"
+            f"tags.`{TAG_PREFIX}dag_id` = {quote(tags.dag_id)} AND tags.`{TAG_PREFIX}dag_run_id` = {quote(tags.run_id)}"
         )
         runs = self.client.search_runs([experiment_id], filter_string=filter_string, max_results=100)
         return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
@@ -489,6 +211,18 @@ class Tracking:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._retry(lambda: self.client.set_terminated(run_id, status=status), f"end run {run_id}")
 
+    @contextlib.contextmanager
+    def failing_run(self, run_id: str) -> Iterator[None]:
+        """Mark the run FAILED when the block raises (a retry resumes it as RUNNING), then re-raise."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.end_run(run_id, "FAILED")
+            except Exception:  # the block's own error is the one to report
+                log.exception("Could not mark MLflow run %s FAILED", run_id)
+            raise
+
     def run_url(self, run_id: str) -> str:
         """Link to the run in the MLflow UI."""
         run = self._retry(lambda: self.client.get_run(run_id), f"get run {run_id}")
@@ -509,18 +243,18 @@ class Tracking:
             new: list[Param] = []
             changed: list[str] = []
             for key, value in params.items():
-                text = _clip("" if value is None else str(value), 6000)
+                text = clip("" if value is None else str(value), 6000)
                 if key in existing:
                     if existing[key] != text:
                         changed.append(key)
                     continue
                 new.append(Param(key, text))
-            for chunk in _chunks(new, 100):
+            for chunk in chunks(new, 100):
                 self.client.log_batch(run_id, params=list(chunk))
             if changed:
                 # MLflow params are immutable: keep the first value, say which ones this rerun saw differently.
                 self.client.set_tag(
-                    run_id, f"{TAG_PREFIX}params_changed_on_rerun", _clip(",".join(sorted(changed)), MAX_RUN_TAG_CHARS)
+                    run_id, f"{TAG_PREFIX}params_changed_on_rerun", clip(",".join(sorted(changed)), MAX_RUN_TAG_CHARS)
                 )
 
         self._retry(attempt, f"log {len(params)} params to run {run_id}")
@@ -537,7 +271,7 @@ class Tracking:
         ]
 
         def attempt() -> None:
-            for chunk in _chunks(items, 1000):
+            for chunk in chunks(items, 1000):
                 self.client.log_batch(run_id, metrics=list(chunk))
 
         self._retry(attempt, f"log {len(items)} metrics to run {run_id}")
@@ -546,10 +280,10 @@ class Tracking:
         """Set run tags in batches of 100 (values clipped to MLflow's limit)."""
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, _clip(str(v), MAX_RUN_TAG_CHARS)) for k, v in tags.items()]
+        items = [RunTag(k, clip(str(v), MAX_RUN_TAG_CHARS)) for k, v in tags.items()]
 
         def attempt() -> None:
-            for chunk in _chunks(items, 100):
+            for chunk in chunks(items, 100):
                 self.client.log_batch(run_id, tags=list(chunk))
 
         self._retry(attempt, f"set {len(items)} tags on run {run_id}")
@@ -619,7 +353,7 @@ class Tracking:
             f"{TAG_PREFIX}content_hash": summary.content_hash,
             f"{TAG_PREFIX}window": f"{summary.window_start}..{summary.window_end}",
             f"{TAG_PREFIX}partition_count": str(len(summary.partitions)),
-            f"{TAG_PREFIX}partitions": _clip(partition_ranges(summary.partitions), MAX_INPUT_TAG_CHARS),
+            f"{TAG_PREFIX}partitions": clip(partition_ranges(summary.partitions), MAX_INPUT_TAG_CHARS),
         }
         entity = DatasetInput(dataset_entity, tags=[InputTag(k, v) for k, v in input_tags.items()])
         self._retry(
@@ -697,7 +431,7 @@ class Tracking:
         experiment_id = self._retry(lambda: self.client.get_run(run_id).info.experiment_id, f"get run {run_id}")
 
         def attempt() -> LoggedModelInfo:
-            filter_string = f"source_run_id = {_quote(run_id)} AND name = {_quote(name)}"
+            filter_string = f"source_run_id = {quote(run_id)} AND name = {quote(name)}"
             existing = sorted(
                 self.client.search_logged_models([experiment_id], filter_string=filter_string),
                 key=lambda m: (m.creation_timestamp, m.model_id),
@@ -716,7 +450,7 @@ class Tracking:
             target, extra = existing[0], existing[1:]
             for dup in extra:  # a create retried after a lost response
                 self.client.delete_logged_model(dup.model_id)
-            with _mlflow_uris(self.tracking_uri, self.registry_uri):
+            with mlflow_uris(self.tracking_uri, self.registry_uri):
                 info = mlflow.sklearn.log_model(
                     model,
                     name=name,
@@ -737,15 +471,15 @@ class Tracking:
 
     def _versions_of(self, name: str, lineage: Lineage) -> list[ModelVersion]:
         filter_string = (
-            f"name = {_quote(name)} AND tags.`{TAG_PREFIX}dag_id` = {_quote(lineage.dag_id)} "
-            f"AND tags.`{TAG_PREFIX}dag_run_id` = {_quote(lineage.dag_run_id)}"
+            f"name = {quote(name)} AND tags.`{TAG_PREFIX}dag_id` = {quote(lineage.dag_id)} "
+            f"AND tags.`{TAG_PREFIX}dag_run_id` = {quote(lineage.dag_run_id)}"
         )
         found = list(self.client.search_model_versions(filter_string))
         if not found:  # a version created without tags (interrupted before they were set) still has the run id
             found = [
                 v
                 for v in self.client.search_model_versions(
-                    f"name = {_quote(name)} AND run_id = {_quote(lineage.mlflow_run_id)}"
+                    f"name = {quote(name)} AND run_id = {quote(lineage.mlflow_run_id)}"
                 )
             ]
         return sorted(found, key=lambda v: int(v.version))
@@ -849,32 +583,3 @@ class Tracking:
         mv = self._retry(lambda: self.client.get_model_version(name, version), f"get {name} v{version}")
         uri = f"models:/{name}/{version}"
         return LoadedModel(self.load_model(uri, extra_trusted), name, version, mv.run_id, uri)
-
-
-# Model inputs ----------------------------------------------------------------------------------------------
-
-
-def model_signature(spec: FeatureSpec) -> Any:
-    """Signature of raw feature rows: categoricals as optional strings, numbers as optional doubles."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
-
-    cols: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, c, required=False) for c in spec.categorical]
-    cols += [ColSpec(DataType.double, c, required=False) for c in spec.numeric]
-    inputs = Schema(cols)
-    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def raw_rows(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Feature rows as a client would send them: strings or None, floats or NaN."""
-    import numpy as np
-
-    out = pd.DataFrame(index=frame.index)
-    for col in spec.categorical:
-        values = frame[col]
-        out[col] = [None if pd.isna(v) else str(v) for v in values]
-    for col in spec.numeric:
-        out[col] = pd.to_numeric(frame[col]).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-    return out.reset_index(drop=True)

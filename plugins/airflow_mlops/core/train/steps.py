@@ -13,6 +13,8 @@ from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.monitor import reference_sample
 from airflow_mlops.core.registry.tracking import Lineage, LoggedModelInfo, RunTags, Tracking
+from airflow_mlops.core.train import card as cards
+from airflow_mlops.core.train import evaluation as evals
 from airflow_mlops.core.train import training as tr
 
 
@@ -41,13 +43,16 @@ def train_step(
     """Fit the challenger on the window and log data, params and the model to the DAG run's MLflow run."""
     window = load(lake, cfg, end_ds, window_days)
     run_id = tracking.start_or_resume_run(experiment(cfg), tags)
-    tracking.set_tags(run_id, {"mlops.reason": reason or "scheduled", "mlops.window_days": str(window_days)})
-    tracking.log_training_data(run_id, window.data, window.spec)
-    fit = tr.fit(window.split, cfg.train, window.spec)
-    tracking.log_fit(run_id, fit, window.split.summary(), cfg.train.model.estimator)
-    logged = tracking.log_model(run_id, fit.model, window.spec, window.split.holdout)
-    reference = reference_sample(window.split, cfg, window.spec, fit.model)
-    tracking.log_reference(run_id, reference)
+    with tracking.failing_run(run_id):
+        tracking.set_tags(run_id, {"mlops.reason": reason or "scheduled", "mlops.window_days": str(window_days)})
+        tracking.log_training_data(run_id, window.data, window.spec)
+        fit = tr.fit(window.split, cfg.train, window.spec)
+        tracking.log_fit(run_id, fit, window.split.summary(), cfg.train.model.estimator)
+        logged = tracking.log_model(
+            run_id, fit.model, window.spec, window.split.holdout, extra_trusted=cfg.train.model.trusted_types
+        )
+        reference = reference_sample(window.split, cfg, window.spec, fit.model)
+        tracking.log_reference(run_id, reference)
     return {
         "mlflow_run_id": run_id,
         "mlflow_run_url": tracking.run_url(run_id),
@@ -68,36 +73,49 @@ def evaluate_step(
     tracking: Tracking,
     tags: RunTags,
     trained: dict[str, Any],
-    force: tr.ForceRequest | None,
+    force: evals.ForceRequest | None,
 ) -> dict[str, Any]:
     """Score the challenger and the current champion on the same holdout and apply the gates."""
+    run_id = tracking.start_or_resume_run(experiment(cfg), tags)
+    with tracking.failing_run(run_id):
+        return _evaluate(lake, cfg, tracking, run_id, trained, force)
+
+
+def _evaluate(
+    lake: Lake,
+    cfg: PipelineConfig,
+    tracking: Tracking,
+    run_id: str,
+    trained: dict[str, Any],
+    force: evals.ForceRequest | None,
+) -> dict[str, Any]:
     window = load(lake, cfg, trained["end_ds"], trained["window_days"])
     if window.data.summary.content_hash != trained["data"]["content_hash"]:
         raise tr.TrainingDataError(
             f"the features of {trained['end_ds']} (window {trained['window_days']} days) changed between train and "
             "evaluate: rerun the whole DAG run"
         )
-    run_id = tracking.start_or_resume_run(experiment(cfg), tags)
     name = cfg.train.model_name(cfg.name)
     holdout, spec = window.split.holdout, window.spec
-    challenger_model = tracking.load_model(trained["model_uri"])
-    champion_loaded = tracking.load_champion(name)
-    challenger = tr.evaluate(challenger_model, holdout, cfg.train, spec)
+    trusted = cfg.train.model.trusted_types
+    challenger_model = tracking.load_model(trained["model_uri"], trusted)
+    champion_loaded = tracking.load_champion(name, trusted)
+    challenger = evals.evaluate(challenger_model, holdout, cfg.train, spec)
     champion = None
     if champion_loaded is not None:
-        champion = tr.evaluate(
+        champion = evals.evaluate(
             champion_loaded.model, holdout, cfg.train, spec, name=f"champion v{champion_loaded.version}"
         )
-    importance = tr.feature_importance(
+    importance = evals.feature_importance(
         challenger_model, holdout, spec, cfg.train.metric.primary, seed=cfg.train.seed, threads=cfg.train.model.threads
     )
-    decision = tr.decide(challenger, champion, cfg.train.gates, force)
+    decision = evals.decide(challenger, champion, cfg.train.gates, force)
     tracking.log_evaluation(run_id, challenger, "holdout")
     if champion is not None:
         tracking.log_evaluation(run_id, champion, "champion.holdout")
     tracking.log_decision(run_id, decision)
     tracking.log_files(
-        run_id, tr.evaluation_plots(challenger, champion, importance, cfg.train.metric.threshold), "plots"
+        run_id, cards.evaluation_plots(challenger, champion, importance, cfg.train.metric.threshold), "plots"
     )
     return {
         "mlflow_run_id": run_id,
@@ -120,27 +138,28 @@ def register_step(
     """Register the model version with its card and lineage; alias `challenger` only if the gates passed."""
     name = cfg.train.model_name(cfg.name)
     run_id = trained["mlflow_run_id"]
-    data = tr.DataSummary.from_dict(trained["data"])
-    decision = tr.GateDecision.from_dict(evaluated["decision"])
-    champion = evaluated["champion"]
-    card = tr.model_card(
-        model_name=name,
-        version=None,
-        data=data,
-        split=trained["split"],
-        estimator=cfg.train.model.estimator,
-        params=trained["params"],
-        challenger=tr.Evaluation.from_dict(evaluated["challenger"]),
-        champion=tr.Evaluation.from_dict(champion) if champion is not None else None,
-        champion_version=evaluated["champion_version"],
-        decision=decision,
-        airflow_run_url=airflow_run_url,
-        mlflow_run_url=tracking.run_url(run_id),
-    )
-    tracking.log_files(run_id, {"model_card.md": card})
-    logged = LoggedModelInfo(trained["model_id"], trained["model_uri"], run_id, reused=True)
-    lineage = Lineage(cfg.name, tags.dag_id, tags.run_id, tags.logical_date, run_id, data, airflow_run_url)
-    version = tracking.register(name, logged, decision, card, lineage)
+    with tracking.failing_run(run_id):
+        data = tr.DataSummary.from_dict(trained["data"])
+        decision = evals.GateDecision.from_dict(evaluated["decision"])
+        champion = evaluated["champion"]
+        card = cards.model_card(
+            model_name=name,
+            version=None,
+            data=data,
+            split=trained["split"],
+            estimator=cfg.train.model.estimator,
+            params=trained["params"],
+            challenger=evals.Evaluation.from_dict(evaluated["challenger"]),
+            champion=evals.Evaluation.from_dict(champion) if champion is not None else None,
+            champion_version=evaluated["champion_version"],
+            decision=decision,
+            airflow_run_url=airflow_run_url,
+            mlflow_run_url=tracking.run_url(run_id),
+        )
+        tracking.log_files(run_id, {"model_card.md": card})
+        logged = LoggedModelInfo(trained["model_id"], trained["model_uri"], run_id, reused=True)
+        lineage = Lineage(cfg.name, tags.dag_id, tags.run_id, tags.logical_date, run_id, data, airflow_run_url)
+        version = tracking.register(name, logged, decision, card, lineage)
     tracking.end_run(run_id)
     return {
         "model_name": name,

@@ -1,252 +1,74 @@
-"""Training: the feature window, a time split, the model pipeline, fit, evaluation, gates, model card and plots."""
+"""The model: feature spec, the sklearn pipeline around the configured estimator, metrics and the fit."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import math
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from airflow_mlops.config.train import LOWER_IS_BETTER, GatesConfig, ModelConfig, SearchConfig, TrainConfig
-from airflow_mlops.core.lake import paths
-from airflow_mlops.core.lake.hashing import combine_hashes, frame_hash
-from airflow_mlops.core.lake.storage import Lake
+from airflow_mlops.config.train import LOWER_IS_BETTER, ModelConfig, SearchConfig, TrainConfig
+from airflow_mlops.core.train.window import (
+    DS_COLUMN,
+    FEATURES_ZONE,
+    DataSummary,
+    Split,
+    TrainingData,
+    TrainingDataError,
+    content_hash,
+    load_window,
+    partition_ranges,
+    split_by_time,
+    window_dates,
+)
+from airflow_mlops.errors import PermanentError
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from airflow_mlops.config import PipelineConfig
 
-FEATURES_ZONE = "features"
+__all__ = [  # the window's names are re-exported: callers use `training.<name>` for both
+    "DS_COLUMN",
+    "FEATURES_ZONE",
+    "MISSING_SLICE",
+    "Candidate",
+    "DataSummary",
+    "FeatureFrame",
+    "FeatureSpec",
+    "FitResult",
+    "ModelConfigError",
+    "Split",
+    "TrainingData",
+    "TrainingDataError",
+    "better",
+    "build_estimator",
+    "compute_metrics",
+    "content_hash",
+    "feature_spec",
+    "fit",
+    "import_estimator",
+    "load_window",
+    "partition_ranges",
+    "positive_scores",
+    "split_by_time",
+    "thread_limit",
+    "window_dates",
+]
+
 MISSING_SLICE = "(missing)"
-DS_COLUMN = "ds"
 
 
-class TrainingDataError(ValueError):
-    """The feature window cannot be used for training; the message names the window, file or column."""
-
-
-class ModelConfigError(ValueError):
+class ModelConfigError(PermanentError, ValueError):
     """The model section of the train config cannot be turned into an estimator; the message names the key."""
-
-
-# Data window ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataSummary:
-    """What a model was trained on: the window, its partitions and their content hash (JSON-safe)."""
-
-    pipeline: str
-    window_start: str
-    window_end: str
-    source_uri: str
-    partitions: list[str]
-    partition_uris: list[str]
-    partition_hashes: dict[str, str]
-    content_hash: str
-    rows_read: int
-    rows_labelled: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DataSummary:
-        return cls(**dict(data))
-
-
-@dataclass
-class TrainingData:
-    """The labelled rows of a window (column `ds` = partition date) and its summary."""
-
-    frame: pd.DataFrame
-    summary: DataSummary
-
-    @property
-    def partitions(self) -> list[str]:
-        return self.summary.partitions
-
-    @property
-    def content_hash(self) -> str:
-        return self.summary.content_hash
-
-
-def window_dates(end_ds: str, window_days: int) -> tuple[str, str]:
-    """First and last date (inclusive) of the `window_days` days ending on `end_ds`."""
-    end = date.fromisoformat(end_ds)
-    return (end - timedelta(days=window_days - 1)).isoformat(), end.isoformat()
-
-
-def content_hash(partition_hashes: Mapping[str, str]) -> str:
-    """sha256 over `ds:hash` lines sorted by date: the same partitions give the same hash in any order."""
-    return combine_hashes(f"{ds}:{partition_hashes[ds]}" for ds in sorted(partition_hashes))
-
-
-def load_window(
-    lake: Lake,
-    cfg: PipelineConfig,
-    end_ds: str,
-    window_days: int,
-    *,
-    min_rows: int = 1,
-    min_partitions: int = 1,
-) -> TrainingData:
-    """Labelled feature rows of the partitions that exist in [end_ds - window_days + 1, end_ds].
-
-    Rows whose label is not known yet (null) are dropped. The label becomes 0/1 (int8). Each partition's
-    hash is `frame_hash` of its content (as the ingest computes it), independent of the Parquet writer.
-    Raises TrainingDataError when fewer than `min_partitions` partitions or `min_rows` rows are found.
-    """
-    start, end = window_dates(end_ds, window_days)
-    pipeline = cfg.name
-    label = cfg.features.label.name
-    needed = [*cfg.feature_columns, label]
-    source_uri = lake.uri(paths.features_root(pipeline))
-    dates = [ds for ds in lake.partitions(FEATURES_ZONE, pipeline, "") if start <= ds <= end]
-    frames: list[pd.DataFrame] = []
-    hashes: dict[str, str] = {}
-    uris: list[str] = []
-    rows_read = 0
-    for ds in dates:
-        uri = lake.uri(paths.features(pipeline, ds))
-        if not lake.exists(uri):
-            continue  # a partition folder without the features file is not a finished partition
-        raw = lake.read_bytes(uri)
-        try:
-            part = pd.read_parquet(io.BytesIO(raw), engine="pyarrow")
-        except Exception as exc:  # pyarrow raises several types for a corrupt file
-            raise TrainingDataError(f"{uri}: not a readable Parquet file: {exc}") from exc
-        missing = [c for c in needed if c not in part.columns]
-        if missing:
-            raise TrainingDataError(
-                f"{uri}: missing column(s) {', '.join(missing)} (feature columns and label of {pipeline})"
-            )
-        rows_read += len(part)
-        hashes[ds] = frame_hash(part)
-        part[DS_COLUMN] = ds  # the partition is the truth for the row's date
-        frames.append(part[part[label].notna()])
-        uris.append(uri)
-    found = sorted(hashes)
-    if len(found) < min_partitions:
-        raise TrainingDataError(
-            f"{source_uri}: window {start}..{end} has {len(found)} feature partition(s), "
-            f"at least {min_partitions} needed (ingest the missing days or widen the window)"
-        )
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*needed, DS_COLUMN])
-    frame[label] = _label_to_int(frame[label], label, source_uri)
-    if len(frame) < min_rows:
-        raise TrainingDataError(
-            f"{source_uri}: window {start}..{end} has {len(frame)} labelled row(s) in {len(found)} partition(s); "
-            f"train.min_rows is {min_rows}"
-        )
-    summary = DataSummary(
-        pipeline=pipeline,
-        window_start=start,
-        window_end=end,
-        source_uri=source_uri,
-        partitions=found,
-        partition_uris=uris,
-        partition_hashes=hashes,
-        content_hash=content_hash(hashes),
-        rows_read=rows_read,
-        rows_labelled=len(frame),
-    )
-    return TrainingData(frame=frame, summary=summary)
-
-
-def _label_to_int(values: pd.Series, label: str, where: str) -> pd.Series:
-    if values.empty:
-        return values.astype("int8")
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return values.astype("int8")
-    uniques = set(pd.unique(values))
-    if not uniques <= {0, 1}:  # True == 1 and False == 0, so bool-like objects pass too
-        shown = ", ".join(sorted(map(repr, uniques))[:5])
-        raise TrainingDataError(f"{where}: label column {label!r} must be boolean (0/1), found {shown}")
-    return values.astype("int8")
-
-
-def partition_ranges(partitions: Sequence[str]) -> str:
-    """Dates compressed into runs of consecutive days, e.g. `2013-01-01..2013-01-31, 2013-02-02`."""
-    days = sorted(date.fromisoformat(p) for p in partitions)
-    runs: list[tuple[date, date]] = []
-    for day in days:
-        if runs and day - runs[-1][1] == timedelta(days=1):
-            runs[-1] = (runs[-1][0], day)
-        else:
-            runs.append((day, day))
-    return ", ".join(a.isoformat() if a == b else f"{a.isoformat()}..{b.isoformat()}" for a, b in runs)
-
-
-# Split ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Split:
-    """Train, validation and holdout rows, split by date: every holdout day is after every train day."""
-
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    holdout: pd.DataFrame
-    train_days: list[str]
-    validation_days: list[str]
-    holdout_days: list[str]
-
-    def summary(self) -> dict[str, Any]:
-        """Day ranges and row counts of the three parts (JSON-safe)."""
-
-        def part(days: list[str], rows: pd.DataFrame) -> dict[str, Any]:
-            return {
-                "start": days[0] if days else None,
-                "end": days[-1] if days else None,
-                "days": len(days),
-                "rows": len(rows),
-            }
-
-        return {
-            "train": part(self.train_days, self.train),
-            "validation": part(self.validation_days, self.validation),
-            "holdout": part(self.holdout_days, self.holdout),
-        }
-
-
-def split_by_time(frame: pd.DataFrame, validation_days: int, holdout_days: int) -> Split:
-    """Split on the partition dates present: the last `holdout_days` dates are the holdout, the
-    `validation_days` before them the validation, the rest the training days. No shuffling."""
-    days = sorted(frame[DS_COLUMN].unique().tolist())
-    if len(days) < validation_days + holdout_days + 1:
-        raise TrainingDataError(
-            f"{len(days)} day(s) of data ({days[0] if days else '-'}..{days[-1] if days else '-'}) cannot give "
-            f"holdout_days={holdout_days}, validation_days={validation_days} and at least one training day"
-        )
-    holdout = days[len(days) - holdout_days :]
-    validation = days[len(days) - holdout_days - validation_days : len(days) - holdout_days]
-    train = days[: len(days) - holdout_days - validation_days]
-    # The ranges must not touch: leakage across time would make the holdout optimistic.
-    assert max(train) < min(validation or holdout) and (not validation or max(validation) < min(holdout))
-    assert (
-        not (set(train) & set(validation)) and not (set(validation) & set(holdout)) and not (set(train) & set(holdout))
-    )
-    by_day = frame[DS_COLUMN]
-    return Split(
-        train=frame[by_day.isin(train)].reset_index(drop=True),
-        validation=frame[by_day.isin(validation)].reset_index(drop=True),
-        holdout=frame[by_day.isin(holdout)].reset_index(drop=True),
-        train_days=train,
-        validation_days=validation,
-        holdout_days=holdout,
-    )
 
 
 # Model -----------------------------------------------------------------------------------------------------
@@ -331,8 +153,17 @@ class FeatureFrame(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.asarray([*self.categorical, *self.numeric], dtype=object)
 
 
-def import_estimator(path: str) -> type:
-    """The estimator class at an import path like `sklearn.ensemble.HistGradientBoostingClassifier`."""
+def import_estimator(model_cfg: ModelConfig) -> type:
+    """The estimator class `train.model.estimator` names, e.g. `sklearn.ensemble.HistGradientBoostingClassifier`.
+
+    Only from sklearn or `train.model.allowed_modules` (the config checked it; checked again before anything
+    is imported), and only a scikit-learn estimator class: nothing else is instantiated.
+    """
+    from sklearn.base import BaseEstimator
+
+    path = model_cfg.estimator
+    if not model_cfg.estimator_allowed():
+        raise ModelConfigError(f"train.model.estimator: {path!r} is not in sklearn or train.model.allowed_modules")
     module_name, _, class_name = path.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -341,6 +172,8 @@ def import_estimator(path: str) -> type:
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise ModelConfigError(f"train.model.estimator: {module_name!r} has no class {class_name!r}")
+    if not issubclass(cls, BaseEstimator):
+        raise ModelConfigError(f"train.model.estimator: {path} is not a scikit-learn estimator (BaseEstimator)")
     return cls
 
 
@@ -363,7 +196,7 @@ def build_estimator(
 
     categorical = [c for c in feature_columns if c in set(categorical_columns)]
     numeric = [c for c in feature_columns if c not in set(categorical_columns)]
-    cls = import_estimator(model_cfg.estimator)
+    cls = import_estimator(model_cfg)
     estimator = cls()
     if not is_classifier(estimator) or not hasattr(estimator, "predict_proba"):
         raise ModelConfigError(f"train.model.estimator: {model_cfg.estimator} is not a classifier with predict_proba")
@@ -425,7 +258,7 @@ def build_estimator(
 
 # Metrics ---------------------------------------------------------------------------------------------------
 
-_SCORERS = {
+SCORERS = {
     "roc_auc": "roc_auc",
     "average_precision": "average_precision",
     "log_loss": "neg_log_loss",
@@ -639,527 +472,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return repr(value)
-
-
-# Evaluation ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SliceMetric:
-    """The primary metric on the holdout rows of one value of a slice column."""
-
-    column: str
-    value: str
-    rows: int
-    positives: int
-    primary: float | None
-    gated: bool
-
-
-@dataclass
-class Evaluation:
-    """A model scored on the holdout: metrics, slices and disparity. Scores are kept for plots, not serialised."""
-
-    name: str
-    primary_metric: str
-    metrics: dict[str, float]
-    rows: int
-    positives: int
-    slices: list[SliceMetric]
-    disparity: dict[str, float | None]
-    max_disparity: float | None
-    y_true: np.ndarray | None = field(default=None, repr=False, compare=False)
-    y_score: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def primary(self) -> float:
-        return self.metrics[self.primary_metric]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (NaN becomes None; the score arrays are left out)."""
-        return {
-            "name": self.name,
-            "primary_metric": self.primary_metric,
-            "metrics": {k: _none_if_nan(v) for k, v in self.metrics.items()},
-            "rows": self.rows,
-            "positives": self.positives,
-            "slices": [asdict(s) for s in self.slices],
-            "disparity": self.disparity,
-            "max_disparity": self.max_disparity,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
-        return cls(
-            name=data["name"],
-            primary_metric=data["primary_metric"],
-            metrics={k: math.nan if v is None else float(v) for k, v in data["metrics"].items()},
-            rows=int(data["rows"]),
-            positives=int(data["positives"]),
-            slices=[SliceMetric(**s) for s in data["slices"]],
-            disparity=dict(data["disparity"]),
-            max_disparity=data["max_disparity"],
-        )
-
-
-def _none_if_nan(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
-def evaluate(
-    model: Any, holdout: pd.DataFrame, train_cfg: TrainConfig, spec: FeatureSpec, name: str = "challenger"
-) -> Evaluation:
-    """Score a model on the holdout: all metrics, the primary per slice, and the disparity per slice column."""
-    if holdout.empty:
-        raise TrainingDataError("the holdout has no rows: nothing to evaluate on")
-    primary = train_cfg.metric.primary
-    gates = train_cfg.gates
-    y_true = holdout[spec.label].to_numpy().astype("int8")
-    with thread_limit(train_cfg.model.threads):
-        y_score = positive_scores(model, holdout[spec.columns])
-    metrics = compute_metrics(y_true, y_score, train_cfg.metric.threshold)
-    slices: list[SliceMetric] = []
-    disparity: dict[str, float | None] = {}
-    for col in gates.slice_columns:
-        if col not in holdout.columns:
-            raise TrainingDataError(f"slice column {col!r} is not in the holdout rows (train.gates.slice_columns)")
-        keys = holdout[col].astype("string").fillna(MISSING_SLICE).to_numpy()
-        gated_values: list[float] = []
-        for value in sorted(set(keys.tolist())):
-            mask = keys == value
-            rows = int(mask.sum())
-            value_primary = _none_if_nan(
-                compute_metrics(y_true[mask], y_score[mask], train_cfg.metric.threshold)[primary]
-            )
-            gated = rows >= gates.min_slice_rows and value_primary is not None
-            if gated and value_primary is not None:
-                gated_values.append(value_primary)
-            slices.append(SliceMetric(col, str(value), rows, int(y_true[mask].sum()), value_primary, gated))
-        disparity[col] = max(gated_values) - min(gated_values) if len(gated_values) >= 2 else None
-    found = [d for d in disparity.values() if d is not None]
-    return Evaluation(
-        name=name,
-        primary_metric=primary,
-        metrics=metrics,
-        rows=len(holdout),
-        positives=int(y_true.sum()),
-        slices=slices,
-        disparity=disparity,
-        max_disparity=max(found) if found else None,
-        y_true=y_true,
-        y_score=y_score,
-    )
-
-
-# Gates -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ForceRequest:
-    """A person registering a challenger whatever the gates say, and why."""
-
-    by: str
-    reason: str
-
-    def __post_init__(self) -> None:
-        if not self.by.strip() or not self.reason.strip():
-            raise ValueError("force needs both who (by) and why (reason)")
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate: its threshold, what was observed, and the outcome."""
-
-    name: str
-    threshold: float | None
-    observed: float | None
-    passed: bool
-    detail: str
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether the challenger gets the `challenger` alias, and why."""
-
-    outcome: Literal["passed", "failed", "forced"]
-    first_run: bool
-    reason: str
-    gates: list[GateResult]
-    force: ForceRequest | None = None
-
-    @property
-    def passed(self) -> bool:
-        """All gates passed (force aside)."""
-        return all(g.passed for g in self.gates)
-
-    @property
-    def promote(self) -> bool:
-        """The version gets the `challenger` alias (gates passed, or forced)."""
-        return self.outcome in ("passed", "forced")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GateDecision:
-        force = data.get("force")
-        return cls(
-            outcome=data["outcome"],
-            first_run=bool(data["first_run"]),
-            reason=data["reason"],
-            gates=[GateResult(**g) for g in data["gates"]],
-            force=ForceRequest(**force) if force else None,
-        )
-
-
-def decide(
-    challenger: Evaluation, champion: Evaluation | None, gates: GatesConfig, force: ForceRequest | None = None
-) -> GateDecision:
-    """Apply the gates to the challenger (against the champion on the same holdout, when there is one)."""
-    metric = challenger.primary_metric
-    lower = metric in LOWER_IS_BETTER
-    observed = _none_if_nan(challenger.primary)
-    results: list[GateResult] = []
-
-    if gates.min_primary is None:
-        results.append(GateResult("min_primary", None, observed, True, "disabled"))
-    else:
-        ok = observed is not None and (observed <= gates.min_primary if lower else observed >= gates.min_primary)
-        sign = "<=" if lower else ">="
-        results.append(
-            GateResult("min_primary", gates.min_primary, observed, ok, f"holdout {metric} {sign} {gates.min_primary}")
-        )
-
-    if gates.min_improvement is None:
-        results.append(GateResult("min_improvement", None, None, True, "disabled"))
-    elif champion is None:
-        results.append(
-            GateResult(
-                "min_improvement", gates.min_improvement, None, True, "no champion: first run, nothing to compare"
-            )
-        )
-    else:
-        champ = _none_if_nan(champion.primary)
-        if champ is None:
-            results.append(
-                GateResult(
-                    "min_improvement",
-                    gates.min_improvement,
-                    None,
-                    observed is not None,
-                    f"champion {metric} undefined on this holdout",
-                )
-            )
-        elif observed is None:
-            results.append(
-                GateResult(
-                    "min_improvement",
-                    gates.min_improvement,
-                    None,
-                    False,
-                    f"challenger {metric} undefined on this holdout",
-                )
-            )
-        else:
-            gain = champ - observed if lower else observed - champ
-            results.append(
-                GateResult(
-                    "min_improvement",
-                    gates.min_improvement,
-                    gain,
-                    gain >= gates.min_improvement,
-                    f"challenger {observed:.4f} vs champion {champ:.4f} ({metric}, better direction)",
-                )
-            )
-
-    if gates.max_slice_disparity is None:
-        results.append(GateResult("max_slice_disparity", None, challenger.max_disparity, True, "disabled"))
-    elif challenger.max_disparity is None:
-        results.append(
-            GateResult(
-                "max_slice_disparity",
-                gates.max_slice_disparity,
-                None,
-                True,
-                f"no slice column had two slices with >= {gates.min_slice_rows} rows",
-            )
-        )
-    else:
-        worst = max(challenger.disparity, key=lambda c: challenger.disparity[c] or -1.0)
-        results.append(
-            GateResult(
-                "max_slice_disparity",
-                gates.max_slice_disparity,
-                challenger.max_disparity,
-                challenger.max_disparity <= gates.max_slice_disparity,
-                f"largest gap of {metric} between slices of {worst!r} (slices with >= {gates.min_slice_rows} rows)",
-            )
-        )
-
-    failed = [g for g in results if not g.passed]
-    failed_text = "; ".join(f"{g.name}: observed {_fmt(g.observed)}, threshold {_fmt(g.threshold)}" for g in failed)
-    first_run = champion is None
-    prefix = "first run: no champion to compare; " if first_run else ""
-    if not failed:
-        outcome: Literal["passed", "failed", "forced"] = "passed"
-        reason = prefix + "all gates passed"
-        if force is not None:
-            reason += f"; force requested by {force.by} ({force.reason}) was not needed"
-    elif force is not None:
-        outcome = "forced"
-        reason = prefix + f"forced by {force.by}: {force.reason}; failed gates: {failed_text}"
-    else:
-        outcome = "failed"
-        reason = prefix + f"failed gates: {failed_text}"
-    return GateDecision(outcome=outcome, first_run=first_run, reason=reason, gates=results, force=force)
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-# Model card ------------------------------------------------------------------------------------------------
-
-
-def model_card(
-    *,
-    model_name: str,
-    version: str | None,
-    data: DataSummary,
-    split: Mapping[str, Any],
-    estimator: str,
-    params: Mapping[str, Any],
-    challenger: Evaluation,
-    champion: Evaluation | None,
-    champion_version: str | None,
-    decision: GateDecision,
-    airflow_run_url: str | None,
-    mlflow_run_url: str | None,
-    max_chars: int | None = None,
-) -> str:
-    """Markdown model card: data window and partitions, content hash, metrics against the champion,
-    slices, gates and outcome, and links. With `max_chars`, the slice table shrinks to fit."""
-    title = f"# {model_name}" + (f" v{version}" if version else " (challenger)")
-    head = [
-        title,
-        "",
-        f"**Outcome: {decision.outcome}**"
-        + (" (first run, no champion)" if decision.first_run else "")
-        + f": {decision.reason}",
-        "",
-    ]
-    links = ["## Links", ""]
-    links.append(f"- Airflow run: {airflow_run_url}" if airflow_run_url else "- Airflow run: (not given)")
-    links.append(f"- MLflow run: {mlflow_run_url}" if mlflow_run_url else "- MLflow run: (not given)")
-    data_lines = [
-        "## Data",
-        "",
-        f"- Pipeline `{data.pipeline}`, window {data.window_start} .. {data.window_end}",
-        f"- {len(data.partitions)} partition(s): {partition_ranges(data.partitions)}",
-        f"- Source: `{data.source_uri}`",
-        f"- Content hash (sha256 over partition hashes): `{data.content_hash}`",
-        f"- Rows: {data.rows_labelled} labelled of {data.rows_read} read",
-    ]
-    for part in ("train", "validation", "holdout"):
-        info = split.get(part) or {}
-        if info.get("days"):
-            data_lines.append(f"- {part}: {info['start']} .. {info['end']} ({info['days']} days, {info['rows']} rows)")
-    data_lines.append("")
-    model_lines = ["## Model", "", f"- Estimator: `{estimator}`"]
-    shown = {k: v for k, v in params.items() if v is not None}
-    if shown:
-        model_lines.append("- Params: " + ", ".join(f"`{k}={v}`" for k, v in sorted(shown.items())))
-    model_lines.append("")
-    champ_label = f"champion v{champion_version}" if champion_version else "champion"
-    metric_lines = ["## Holdout metrics", "", f"| metric | challenger | {champ_label} | delta |", "|---|---|---|---|"]
-    for key in sorted(challenger.metrics, key=lambda k: (k != challenger.primary_metric, k)):
-        ch = challenger.metrics[key]
-        cp = champion.metrics.get(key) if champion else None
-        delta = _fmt(ch - cp) if cp is not None and not math.isnan(ch) and not math.isnan(cp) else "n/a"
-        name = f"**{key}**" if key == challenger.primary_metric else key
-        metric_lines.append(f"| {name} | {_fmt(ch)} | {_fmt(cp)} | {delta} |")
-    metric_lines += ["", f"{challenger.rows} holdout rows, {challenger.positives} positive.", ""]
-    gate_lines = ["## Gates", "", "| gate | threshold | observed | result | detail |", "|---|---|---|---|---|"]
-    for g in decision.gates:
-        gate_lines.append(
-            f"| {g.name} | {_fmt(g.threshold)} | {_fmt(g.observed)} | {'pass' if g.passed else 'FAIL'} | {g.detail} |"
-        )
-    if decision.force:
-        gate_lines += ["", f"Forced by **{decision.force.by}**: {decision.force.reason}"]
-    gate_lines.append("")
-    champ_slices = {(s.column, s.value): s.primary for s in champion.slices} if champion else {}
-
-    def slice_lines(only_gated: bool) -> list[str]:
-        out = [
-            f"## Slices ({challenger.primary_metric})",
-            "",
-            "| column | value | rows | challenger | champion | gated |",
-            "|---|---|---|---|---|---|",
-        ]
-        kept = [s for s in challenger.slices if s.gated or not only_gated]
-        for s in kept:
-            champ = _fmt(champ_slices.get((s.column, s.value)))
-            gated = "yes" if s.gated else "no"
-            out.append(f"| {s.column} | {s.value} | {s.rows} | {_fmt(s.primary)} | {champ} | {gated} |")
-        for col, gap in challenger.disparity.items():
-            out.append(f"\nDisparity of {col}: {_fmt(gap)}")
-        if only_gated and len(kept) < len(challenger.slices):
-            out.append(
-                f"\n{len(challenger.slices) - len(kept)} slice(s) under the row minimum left out; "
-                "see the run's model_card.md."
-            )
-        out.append("")
-        return out
-
-    body_start = head + data_lines + model_lines + metric_lines + gate_lines
-    for variant in (
-        slice_lines(False),
-        slice_lines(True),
-        ["## Slices", "", "Left out for length; see the run's model_card.md.", ""],
-    ):
-        text = "\n".join(body_start + variant + links) + "\n"
-        if max_chars is None or len(text) <= max_chars:
-            return text
-    return text[: max(0, (max_chars or 0) - 20)] + "\n\n(truncated)\n"
-
-
-# Plots -----------------------------------------------------------------------------------------------------
-
-
-def feature_importance(
-    model: Any,
-    holdout: pd.DataFrame,
-    spec: FeatureSpec,
-    metric: str,
-    seed: int,
-    sample_rows: int = 5000,
-    n_repeats: int = 3,
-    threads: int | None = 1,
-) -> dict[str, float]:
-    """Permutation importance (drop of `metric`) of each raw feature column on a holdout sample."""
-    from sklearn.inspection import permutation_importance
-
-    sample = (
-        holdout.sample(n=min(sample_rows, len(holdout)), random_state=seed) if len(holdout) > sample_rows else holdout
-    )
-    if sample[spec.label].nunique() < 2 and metric in ("roc_auc", "average_precision"):
-        metric = "neg_log_loss"  # ranking metrics need both classes in the sample
-    with thread_limit(threads):
-        result = permutation_importance(
-            model,
-            sample[spec.columns],
-            sample[spec.label].to_numpy(),
-            scoring=_SCORERS.get(metric, metric),
-            n_repeats=n_repeats,
-            random_state=seed,
-            n_jobs=1,
-        )
-    return {col: float(v) for col, v in zip(spec.columns, result.importances_mean, strict=True)}
-
-
-def _png(draw: Any, size: tuple[float, float] = (5.0, 4.0)) -> bytes:
-    # Figure without pyplot: no global backend state, renders with Agg.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=100)
-    ax = fig.subplots()
-    draw(ax)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def roc_png(evaluations: Iterable[Evaluation]) -> bytes:
-    """ROC curves of the given evaluations on one chart."""
-    from sklearn.metrics import roc_curve
-
-    def draw(ax: Any) -> None:
-        for ev in evaluations:
-            if ev.y_true is None or ev.y_score is None or len(np.unique(ev.y_true)) < 2:
-                continue
-            fpr, tpr, _ = roc_curve(ev.y_true, ev.y_score)
-            ax.plot(fpr, tpr, label=f"{ev.name} (AUC {ev.metrics['roc_auc']:.3f})")
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-        ax.set(xlabel="False positive rate", ylabel="True positive rate", title="ROC (holdout)")
-        ax.legend(loc="lower right")
-
-    return _png(draw)
-
-
-def precision_recall_png(evaluations: Iterable[Evaluation]) -> bytes:
-    """Precision-recall curves of the given evaluations on one chart."""
-    from sklearn.metrics import precision_recall_curve
-
-    def draw(ax: Any) -> None:
-        for ev in evaluations:
-            if ev.y_true is None or ev.y_score is None or len(np.unique(ev.y_true)) < 2:
-                continue
-            precision, recall, _ = precision_recall_curve(ev.y_true, ev.y_score)
-            ax.plot(recall, precision, label=f"{ev.name} (AP {ev.metrics['average_precision']:.3f})")
-        ax.set(xlabel="Recall", ylabel="Precision", title="Precision-recall (holdout)", ylim=(0, 1.02))
-        ax.legend(loc="upper right")
-
-    return _png(draw)
-
-
-def calibration_png(evaluations: Iterable[Evaluation], n_bins: int = 10) -> bytes:
-    """Reliability diagram: mean predicted probability against the observed rate, per bin."""
-    from sklearn.calibration import calibration_curve
-
-    def draw(ax: Any) -> None:
-        for ev in evaluations:
-            if ev.y_true is None or ev.y_score is None or len(np.unique(ev.y_true)) < 2:
-                continue
-            observed, predicted = calibration_curve(ev.y_true, ev.y_score, n_bins=n_bins, strategy="quantile")
-            ax.plot(predicted, observed, marker="o", label=f"{ev.name} (Brier {ev.metrics['brier']:.3f})")
-        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-        ax.set(xlabel="Mean predicted probability", ylabel="Observed positive rate", title="Calibration (holdout)")
-        ax.legend(loc="upper left")
-
-    return _png(draw)
-
-
-def confusion_png(evaluation: Evaluation, threshold: float) -> bytes:
-    """Confusion matrix of one evaluation at the decision threshold."""
-    from sklearn.metrics import confusion_matrix
-
-    assert evaluation.y_true is not None and evaluation.y_score is not None
-    matrix = confusion_matrix(evaluation.y_true, (evaluation.y_score >= threshold).astype("int8"), labels=[0, 1])
-
-    def draw(ax: Any) -> None:
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), count in np.ndenumerate(matrix):
-            ax.text(j, i, str(count), ha="center", va="center", color="black")
-        ax.set_xticks([0, 1], labels=["0", "1"])
-        ax.set_yticks([0, 1], labels=["0", "1"])
-        ax.set(xlabel="Predicted", ylabel="Actual", title=f"{evaluation.name} at threshold {threshold}")
-
-    return _png(draw, (4.0, 4.0))
-
-
-def importance_png(importance: Mapping[str, float], metric: str) -> bytes:
-    """Horizontal bars of permutation importance, largest at the top."""
-    items = sorted(importance.items(), key=lambda kv: kv[1])
-
-    def draw(ax: Any) -> None:
-        ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
-        ax.set(xlabel=f"Drop of {metric} when permuted", title="Permutation importance (holdout sample)")
-
-    return _png(draw, (6.0, max(3.0, 0.3 * len(items) + 1)))
-
-
-def evaluation_plots(
-    challenger: Evaluation, champion: Evaluation | None, importance: Mapping[str, float], threshold: float
-) -> dict[str, bytes]:
-    """The run's PNG artifacts by file name: ROC, precision-recall, calibration, confusion matrix, importance."""
-    both = [challenger, *([champion] if champion is not None and champion.y_score is not None else [])]
-    return {
-        "roc.png": roc_png(both),
-        "precision_recall.png": precision_recall_png(both),
-        "calibration.png": calibration_png(both),
-        "confusion_matrix.png": confusion_png(challenger, threshold),
-        "feature_importance.png": importance_png(importance, challenger.primary_metric),
-    }

@@ -36,6 +36,8 @@ from airflow_mlops.core.registry.tracking import (
     UnsafeModelError,
     trusted_types,
 )
+from airflow_mlops.core.train import card as cards
+from airflow_mlops.core.train import evaluation as evals
 from airflow_mlops.core.train import training as tr
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.training_data import day_range, flight_config, synthetic_features, write_partitions
@@ -102,11 +104,11 @@ def model_name() -> str:
 class Outcome:
     run_id: str
     model: LoggedModelInfo
-    decision: tr.GateDecision
+    decision: evals.GateDecision
     version: RegisteredVersion
     card: str
-    challenger: tr.Evaluation
-    champion: tr.Evaluation | None
+    challenger: evals.Evaluation
+    champion: evals.Evaluation | None
 
 
 def train_flow(
@@ -116,7 +118,7 @@ def train_flow(
     dag_run_id: str,
     fit: tr.FitResult | None = None,
     train: TrainConfig | None = None,
-    force: tr.ForceRequest | None = None,
+    force: evals.ForceRequest | None = None,
 ) -> Outcome:
     """What the three tasks of `<p>__train` do with these functions (train, evaluate, register)."""
     train = train or trained.train
@@ -131,9 +133,9 @@ def train_flow(
     run_id = tracking.start_or_resume_run(name, RunTags(tags.dag_id, tags.run_id, tags.logical_date, "evaluate"))
     challenger_model = tracking.load_model(logged.model_uri)
     champion_loaded = tracking.load_champion(name)
-    challenger = tr.evaluate(challenger_model, trained.split.holdout, train, trained.spec)
+    challenger = evals.evaluate(challenger_model, trained.split.holdout, train, trained.spec)
     champion = (
-        tr.evaluate(
+        evals.evaluate(
             champion_loaded.model,
             trained.split.holdout,
             train,
@@ -143,18 +145,18 @@ def train_flow(
         if champion_loaded
         else None
     )
-    decision = tr.decide(challenger, champion, train.gates, force)
+    decision = evals.decide(challenger, champion, train.gates, force)
     tracking.log_evaluation(run_id, challenger, "holdout")
     if champion is not None:
         tracking.log_evaluation(run_id, champion, "champion.holdout")
     tracking.log_decision(run_id, decision)
-    importance = tr.feature_importance(
+    importance = evals.feature_importance(
         challenger_model, trained.split.holdout, trained.spec, "roc_auc", seed=0, sample_rows=300, n_repeats=1
     )
-    tracking.log_files(run_id, tr.evaluation_plots(challenger, champion, importance, 0.5), "plots")
+    tracking.log_files(run_id, cards.evaluation_plots(challenger, champion, importance, 0.5), "plots")
     # register
     airflow_url = f"http://airflow.local/dags/{tags.dag_id}/runs/{dag_run_id}"
-    card = tr.model_card(
+    card = cards.model_card(
         model_name=name,
         version=None,
         data=trained.data.summary,
@@ -281,7 +283,7 @@ def test_force_is_recorded_with_who_and_why(tracking: Tracking, trained: Trained
     first = train_flow(tracking, trained, model_name, "run_a")
     make_champion(tracking, model_name, first.version.version)
     strict = trained.train.model_copy(update={"gates": trained.train.gates.model_copy(update={"min_primary": 0.99})})
-    force = tr.ForceRequest(by="carol@example.com", reason="ship the retrain before the holiday peak")
+    force = evals.ForceRequest(by="carol@example.com", reason="ship the retrain before the holiday peak")
     out = train_flow(tracking, trained, model_name, "run_b", train=strict, force=force)
     assert out.decision.outcome == "forced" and out.version.aliases == [CHALLENGER]
     for tags in (
@@ -354,7 +356,7 @@ def test_types_outside_the_allow_list_are_refused(tracking: Tracking, trained: T
     with pytest.raises(UnsafeModelError, match=r"outside the allow-list: .*_square"):
         tracking.log_model(run_id, model, trained.spec, trained.split.holdout)
     # Logged around the project (trusting itself in its MLmodel file), it is still refused on load.
-    untrusted = ["tests.airflow_mlops.core.test_tracking._square"]
+    untrusted = [f"{__name__}._square"]
     with mlflow.start_run(run_id=run_id):
         info = mlflow.sklearn.log_model(
             model,
@@ -363,9 +365,7 @@ def test_types_outside_the_allow_list_are_refused(tracking: Tracking, trained: T
             skops_trusted_types=[*untrusted, *trusted_types()],
             pip_requirements=["scikit-learn"],
         )
-    with pytest.raises(
-        UnsafeModelError, match=r"outside the allow-list: tests\.airflow_mlops\.core\.test_tracking\._square"
-    ):
+    with pytest.raises(UnsafeModelError, match=rf"outside the allow-list: {__name__.replace('.', '[.]')}[.]_square"):
         tracking.load_model(info.model_uri)
 
 

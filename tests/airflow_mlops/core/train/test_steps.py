@@ -1,4 +1,5 @@
-"""The train step against a real MLflow server: the reference sample it records for the monitor."""
+"""The train steps against a real MLflow server: the reference sample, the trusted types of the config, and a
+failed step's run left FAILED."""
 
 from __future__ import annotations
 
@@ -6,20 +7,24 @@ import uuid
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
+from mlflow import MlflowClient
 
 from airflow_mlops.config import PipelineConfig, parse_pipeline
 from airflow_mlops.core.lake.storage import open_lake
 from airflow_mlops.core.monitor.monitor import reference_sample
-from airflow_mlops.core.registry.tracking import RunTags, Tracking
+from airflow_mlops.core.registry.tracking import CHAMPION, RunTags, Tracking, UnsafeModelError
+from airflow_mlops.core.score import score_partition
 from airflow_mlops.core.train import training as tr
-from airflow_mlops.core.train.steps import load, train_step
+from airflow_mlops.core.train.steps import evaluate_step, load, register_step, train_step
+from airflow_mlops.errors import PermanentError
 from tests.fixtures.training_data import FLIGHTS_YAML, day_range, synthetic_features, write_partitions
 
 END = "2013-03-20"
 
 
-def small_config(reference_rows: int) -> PipelineConfig:
+def small_config(reference_rows: int = 20000, model: dict | None = None, name: str | None = None) -> PipelineConfig:
     data = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
     data["train"].update(
         window_days=20,
@@ -27,11 +32,25 @@ def small_config(reference_rows: int) -> PipelineConfig:
         holdout_days=4,
         min_rows=100,
         search=None,
-        registered_model_name=f"reference_{uuid.uuid4().hex[:8]}",
-        model={**data["train"]["model"], "params": {"max_iter": 15}},
+        registered_model_name=name or f"reference_{uuid.uuid4().hex[:8]}",
+        model=model or {**data["train"]["model"], "params": {"max_iter": 15}},
     )
     data["monitor"]["reference_rows"] = reference_rows
     return parse_pipeline(yaml.safe_dump(data), str(FLIGHTS_YAML))
+
+
+def forest(trusted: list[str]) -> dict:
+    """A random forest: its fitted trees are `sklearn.tree._tree.Tree`, outside the project's own allow-list."""
+    return {
+        "estimator": "sklearn.ensemble.RandomForestClassifier",
+        "params": {"n_estimators": 5, "max_depth": 5},
+        "categorical": "ordinal",
+        "trusted_types": trusted,
+    }
+
+
+def tags_of(cfg: PipelineConfig, task: str = "train") -> RunTags:
+    return RunTags(f"{cfg.name}__train", f"manual__{uuid.uuid4().hex}", END, task)
 
 
 def test_train_step_records_a_seeded_reference_sample_of_the_training_days(mlflow_server: str, tmp_path) -> None:
@@ -63,3 +82,60 @@ def test_train_step_records_a_seeded_reference_sample_of_the_training_days(mlflo
     # Fewer rows than reference_rows: all of them.
     everything = reference_sample(window.split, small_config(reference_rows=100_000), spec, model)
     assert len(everything) == len(window.split.train) + len(window.split.validation)
+
+
+def test_trusted_types_of_the_config_are_honoured_by_train_evaluate_and_score(mlflow_server: str, tmp_path) -> None:
+    name = f"forest_{uuid.uuid4().hex[:8]}"
+    listed = small_config(model=forest(["sklearn.tree._tree.Tree"]), name=name)
+    lake = open_lake(str(tmp_path / "lake"))
+    write_partitions(lake, listed, synthetic_features(listed, day_range("2013-03-01", 20), rows_per_day=200, seed=7))
+    tracking = Tracking(mlflow_server)
+
+    # Listed: trains, is logged, evaluated (loaded), registered, and scores as champion.
+    tags = tags_of(listed)
+    trained = train_step(lake, listed, tracking, tags, END, 20, "forest")
+    evaluated = evaluate_step(lake, listed, tracking, tags, trained, None)
+    registered = register_step(listed, tracking, tags, trained, evaluated, None)
+    assert registered["version"] == "1"
+    tracking.client.set_registered_model_alias(name, CHAMPION, "1")
+    scored = score_partition(lake, listed, tracking, END)
+    assert scored["model_version"] == "1" and scored["rows"] == 200
+    # The next training loads that champion to compare with it.
+    again = tags_of(listed)
+    evaluated = evaluate_step(
+        lake, listed, tracking, again, train_step(lake, listed, tracking, again, END, 20, ""), None
+    )
+    assert evaluated["champion_version"] == "1" and evaluated["champion"]["rows"] > 0
+
+    # Not listed: refused with the type and the key to list it under; nothing scores with it either.
+    unlisted = small_config(model=forest([]), name=name)
+    refused = tags_of(unlisted)
+    with pytest.raises(UnsafeModelError, match=r"sklearn\.tree\._tree\.Tree .*train\.model\.trusted_types"):
+        train_step(lake, unlisted, tracking, refused, END, 20, "forest without trusted types")
+    with pytest.raises(UnsafeModelError, match=r"models:/.*/1: model holds type\(s\) outside the allow-list"):
+        score_partition(lake, unlisted, tracking, END)
+    assert issubclass(UnsafeModelError, PermanentError)  # the operators fail such a task without retries
+
+    # The refused training's MLflow run is FAILED, not left RUNNING.
+    client = MlflowClient(mlflow_server)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(unlisted.name).experiment_id],
+        filter_string=f"tags.`mlops.dag_run_id` = '{refused.run_id}'",
+    )
+    assert run.info.status == "FAILED"
+
+
+def test_a_failing_fit_leaves_the_run_failed(mlflow_server: str, tmp_path) -> None:
+    cfg = small_config(model={"params": {"max_iter": -1}})  # sklearn refuses it when fitting
+    lake = open_lake(str(tmp_path / "lake"))
+    write_partitions(lake, cfg, synthetic_features(cfg, day_range("2013-03-01", 20), rows_per_day=100, seed=3))
+    tracking = Tracking(mlflow_server)
+    tags = tags_of(cfg)
+    with pytest.raises(ValueError, match="max_iter"):
+        train_step(lake, cfg, tracking, tags, END, 20, "bad params")
+    client = MlflowClient(mlflow_server)
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(cfg.name).experiment_id],
+        filter_string=f"tags.`mlops.dag_run_id` = '{tags.run_id}'",
+    )
+    assert run.info.status == "FAILED"

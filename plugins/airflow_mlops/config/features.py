@@ -1,0 +1,102 @@
+"""The `features:` section of a pipeline config: base rows, joins, derived features and the label."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from airflow_mlops.config.expressions import Expression, ExpressionError, Kind, parse_expression
+from airflow_mlops.config.problems import Loc
+from airflow_mlops.config.schema import Strict
+
+
+class JoinConfig(Strict):
+    """A left join of another source onto the base rows."""
+
+    source: str = Field(description="Name of the joined source.")
+    keys: list[str] = Field(min_length=1, description="Join columns, with the same name on both sides.")
+    columns: dict[str, str] = Field(
+        min_length=1, description="Columns to take from the source: {source_column: feature_name}."
+    )
+
+
+class LabelConfig(Strict):
+    """The training label, computed from base columns."""
+
+    name: str = Field(description="Column name of the label in the feature store.")
+    expr: str = Field(description="Expression giving the label (a condition), e.g. `arr_delay > 15`.")
+    known: str | None = Field(
+        None, description="Expression true where the label is known; elsewhere the label is null."
+    )
+
+
+class FeaturesConfig(Strict):
+    """How features are built from the validated sources."""
+
+    base: str = Field(description="The partitioned source whose rows become feature rows.")
+    key: list[str] = Field(
+        min_length=1, description="Columns identifying a row within a date (used for joins to outcomes)."
+    )
+    timestamp: str = Field(description="Event time column of the base source.")
+    keep: list[str] = Field(default_factory=list, description="Base columns kept as features or for slicing.")
+    joins: list[JoinConfig] = Field(default_factory=list)
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="{feature: expression over the base and joined columns and the features derived before it}.",
+    )
+    label: LabelConfig
+
+
+@dataclass(frozen=True)
+class CompiledFeatures:
+    """The parsed expressions of a features section, ready to evaluate."""
+
+    derived: dict[str, Expression]
+    label: Expression
+    known: Expression | None
+
+    def matches(self, features: FeaturesConfig) -> bool:
+        """Whether these were parsed from this section's texts (a copied config may have other ones)."""
+        return (
+            {k: e.text for k, e in self.derived.items()} == features.derived
+            and self.label.text == features.label.expr
+            and (self.known.text if self.known else None) == features.label.known
+        )
+
+
+def compile_features(
+    features: FeaturesConfig, columns: Mapping[str, Kind]
+) -> tuple[CompiledFeatures | None, list[tuple[Loc, str]]]:
+    """Parse every expression of the section over the base and joined `columns`; each derived feature may
+    use the ones before it. Returns the compiled section (None when any is refused) and the problems."""
+    problems: list[tuple[Loc, str]] = []
+    known_columns: dict[str, Kind] = dict(columns)
+    derived: dict[str, Expression] = {}
+    for name, text in features.derived.items():
+        try:
+            derived[name] = parse_expression(text, known_columns)
+        except ExpressionError as exc:
+            problems.append((("features", "derived", name), str(exc)))
+            continue
+        known_columns[name] = derived[name].kind
+
+    def parse(loc: Loc, text: str, kinds: tuple[Kind, ...], what: str) -> Expression | None:
+        try:
+            expression = parse_expression(text, known_columns)
+        except ExpressionError as exc:
+            problems.append((loc, str(exc)))
+            return None
+        if expression.kind not in kinds:
+            problems.append((loc, f"must be {what}, but gives a {expression.kind}: `{text.strip()}`"))
+            return None
+        return expression
+
+    label = parse(("features", "label", "expr"), features.label.expr, ("bool",), "a condition")
+    known = None
+    if features.label.known is not None:
+        known = parse(("features", "label", "known"), features.label.known, ("bool",), "a condition")
+    if problems or label is None:
+        return None, problems
+    return CompiledFeatures(derived, label, known), problems

@@ -1,0 +1,185 @@
+"""Model files: skops only, with an allow-list of trusted types; the logged model's signature and input rows."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import pandas as pd
+import yaml
+
+from airflow_mlops.core.train.training import FeatureSpec
+
+if TYPE_CHECKING:
+    pass
+
+from airflow_mlops.core.registry.retry import RetryPolicy, TrackingError, retrying
+from airflow_mlops.errors import PermanentError
+
+# skops looks up every object's module by walking sys.modules with getattr; inside Airflow that touches
+# Airflow's deprecated-import shims, which warn once per name (over a thousand log lines per save or load).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.io\._utils")
+
+TRUSTED_TYPES: tuple[str, ...] = (
+    # Beyond skops' defaults (builtins, numpy, public sklearn estimators): what our pipelines contain.
+    "airflow_mlops.core.train.training.FeatureFrame",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    # ColumnTransformer keeps passthrough columns as FunctionTransformer(partial(check_array, ...)).
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
+    # SimpleImputer (numeric_impute: median or mean) keeps the dtype it was fitted on.
+    "numpy.dtype",
+)
+"""Types a model may hold to be saved or loaded by this project; anything else is refused."""
+
+
+class UnsafeModelError(PermanentError, TrackingError):
+    """A model is not in the skops format or holds types outside the allow-list: it is not loaded."""
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged model (given explicitly: MLflow's inference loads the model in a subprocess)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numpy
+    import scipy
+    import sklearn
+    import skops
+
+    try:  # the model's first step (FeatureFrame) lives in this package
+        own = f"airflow-mlops=={version('airflow-mlops')}"
+    except PackageNotFoundError:  # a bare checkout on PYTHONPATH
+        own = "airflow-mlops"
+    return [
+        f"scikit-learn=={sklearn.__version__}",
+        f"skops=={skops.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"scipy=={scipy.__version__}",
+        own,
+    ]
+
+
+@contextlib.contextmanager
+def mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+    """Point MLflow's global URIs at this server for fluent calls (log_model, download), then restore."""
+    old_tracking = mlflow.get_tracking_uri()
+    old_registry = mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(old_tracking)
+        mlflow.set_registry_uri(old_registry)
+
+
+# Loading ---------------------------------------------------------------------------------------------------
+
+
+def trusted_types(extra: Sequence[str] = ()) -> list[str]:
+    """The allow-list of types beyond skops' defaults: the project's plus `extra` (train.model.trusted_types)."""
+    return sorted({*TRUSTED_TYPES, *extra})
+
+
+def check_trusted(skops_file: Path, extra: Sequence[str] = (), where: str = "") -> list[str]:
+    """The non-default types a skops file holds; raises UnsafeModelError for any outside the allow-list."""
+    import skops.io
+
+    found = skops.io.get_untrusted_types(file=skops_file)
+    refused = sorted(set(found) - set(trusted_types(extra)))
+    if refused:
+        raise UnsafeModelError(
+            f"{where or skops_file}: model holds type(s) outside the allow-list: {', '.join(refused)} "
+            "(add them to train.model.trusted_types only if you trust their code)"
+        )
+    return sorted(found)
+
+
+def load_local_model(model_dir: Path, extra_trusted: Sequence[str] = (), where: str = "") -> Any:
+    """Load a downloaded MLflow sklearn model: skops format only, with the project's allow-list.
+
+    MLflow's own loader reads the allow-list from the model's MLmodel file, which the model's author
+    controls; this one ignores it and refuses pickle and cloudpickle (they run code while loading).
+    """
+    import skops.io
+
+    where = where or str(model_dir)
+    mlmodel_path = model_dir / "MLmodel"
+    if not mlmodel_path.is_file():
+        raise UnsafeModelError(f"{where}: no MLmodel file: not an MLflow model")
+    meta = yaml.safe_load(mlmodel_path.read_text(encoding="utf-8")) or {}
+    flavor = (meta.get("flavors") or {}).get("sklearn")
+    if not isinstance(flavor, dict):
+        raise UnsafeModelError(
+            f"{where}: not a scikit-learn model (flavors: {', '.join(meta.get('flavors') or {}) or 'none'})"
+        )
+    fmt = flavor.get("serialization_format", "pickle")
+    if fmt != "skops":
+        raise UnsafeModelError(
+            f"{where}: model saved in {fmt!r} format; this project loads only skops models "
+            "(pickle and cloudpickle can run arbitrary code when loaded). Re-log it with serialization_format='skops'."
+        )
+    data = (model_dir / str(flavor.get("pickled_model", "model.skops"))).resolve()
+    if model_dir.resolve() not in data.parents or not data.is_file():
+        raise UnsafeModelError(f"{where}: model file {flavor.get('pickled_model')!r} is not inside the model folder")
+    check_trusted(data, extra_trusted, where)
+    return skops.io.load(data, trusted=trusted_types(extra_trusted))
+
+
+def load_model(
+    model_uri: str,
+    tracking_uri: str | None = None,
+    registry_uri: str | None = None,
+    extra_trusted: Sequence[str] = (),
+    retry: RetryPolicy | None = None,
+) -> Any:
+    """The project's model loader: download `model_uri` (models:/..., runs:/...) and load it safely.
+
+    Raises UnsafeModelError for a pickle/cloudpickle model or types outside the allow-list.
+    """
+    tracking = tracking_uri or mlflow.get_tracking_uri()
+    registry = registry_uri or tracking
+    policy = retry or RetryPolicy()
+    with tempfile.TemporaryDirectory(prefix="mlops-model-") as tmp:
+
+        def download() -> str:
+            with mlflow_uris(tracking, registry):
+                return str(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+
+        local = retrying(download, policy, f"download {model_uri}", tracking)
+        return load_local_model(Path(local), extra_trusted, where=model_uri)
+
+
+# Model inputs ----------------------------------------------------------------------------------------------
+
+
+def model_signature(spec: FeatureSpec) -> Any:
+    """Signature of raw feature rows: categoricals as optional strings, numbers as optional doubles."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+
+    cols: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, c, required=False) for c in spec.categorical]
+    cols += [ColSpec(DataType.double, c, required=False) for c in spec.numeric]
+    inputs = Schema(cols)
+    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def raw_rows(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Feature rows as a client would send them: strings or None, floats or NaN."""
+    import numpy as np
+
+    out = pd.DataFrame(index=frame.index)
+    for col in spec.categorical:
+        values = frame[col]
+        out[col] = [None if pd.isna(v) else str(v) for v in values]
+    for col in spec.numeric:
+        out[col] = pd.to_numeric(frame[col]).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    return out.reset_index(drop=True)
