@@ -42,7 +42,7 @@ from airflow_mlops.core.train import training as tr
 from tests.fixtures.mlflow_server import MlflowServer
 from tests.fixtures.training_data import day_range, flight_config, synthetic_features, write_partitions
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @dataclass
