@@ -125,3 +125,20 @@ def ensure_bucket(cfg: StackConfig) -> bool:
     except (ClientError, BotoCoreError) as exc:
         raise StackError(f"cannot create bucket {cfg.bucket!r} at {endpoint}: {exc}") from None
     return True
+
+
+def prepare(cfg: StackConfig) -> list[str]:
+    """Redis answers; the two databases and the bucket exist (created when missing): what was created.
+
+    What `up` does before starting the distributed profile, for stacks this package does not start
+    (the compose stack's airflow-init runs it as `python -m airflow_mlops.stack backends --distributed`).
+    """
+    if not cfg.distributed:
+        raise StackError(
+            f"{cfg.source}: backends are those of the distributed profile (MLOPS_STACK_PROFILE=distributed)"
+        )
+    check_redis(cfg)
+    created = [f"database {name}" for name in ensure_databases(cfg)]
+    if ensure_bucket(cfg):
+        created.append(f"bucket {cfg.bucket}")
+    return created

@@ -1,4 +1,4 @@
-"""Command line of the stack: `python -m airflow_mlops.stack up|down|status|env|demo|ingest-demo`."""
+"""Command line of the stack: `python -m airflow_mlops.stack up|down|status|backends|env|demo|ingest-demo`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from airflow_mlops.stack import control, demo
+from airflow_mlops.stack import backends, control, demo
 from airflow_mlops.stack.components import stack_env
 from airflow_mlops.stack.keys import ensure_secrets
 from airflow_mlops.stack.settings import SETTINGS_FILE, StackConfig, StackError
@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("up", parents=[profile], help="start the stack (does nothing for components already running)")
     commands.add_parser("down", parents=[profile], help="stop the stack")
     commands.add_parser("status", parents=[profile], help="state and memory of each component")
+    commands.add_parser(
+        "backends",
+        parents=[profile],
+        help="distributed profile: check Redis, create the PostgreSQL databases and the S3 bucket if missing "
+        "(what `up` does first; the compose stack runs it before `airflow db migrate`)",
+    )
     commands.add_parser(
         "env", parents=[profile], help="print the stack's environment as export lines, for `airflow` commands"
     )
@@ -89,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             control.down(cfg)
         elif args.command == "status":
             print(format_status(control.status(cfg)))
+        elif args.command == "backends":
+            created = backends.prepare(cfg)
+            print(f"backends: created {', '.join(created)}" if created else "backends: all present")
         elif args.command == "env":
             env = stack_env(cfg, ensure_secrets(cfg))
             keys = sorted(k for k in env if k.startswith(("AIRFLOW", "MLOPS_", "MLFLOW_")))
