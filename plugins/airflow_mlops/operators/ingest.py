@@ -1,0 +1,58 @@
+"""Operators of `<p>__ingest`: landing to raw, validation with quarantine, the feature partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import Context
+
+from airflow_mlops.links import ValidationReportLink
+from airflow_mlops.operators.base import PipelineOperator, SourceOperator, fail_without_retry
+
+
+class IngestSourceOperator(SourceOperator):
+    """Copies the landing file of one source to raw/ as typed Parquet; an unreadable file is quarantined."""
+
+    @fail_without_retry
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.ingest.steps import ingest_source
+
+        result = self.run_step(ingest_source, context)
+        self.log.info("Wrote %s rows to %s (content hash %s)", result.rows, result.uri, result.content_hash)
+        return result.to_dict()
+
+
+class ValidateSourceOperator(SourceOperator):
+    """Validates the raw partition of one source with its Great Expectations suite.
+
+    A failing batch is moved to quarantine/ with the result JSON and an HTML report, and the task
+    fails naming every failed expectation. The task links to its report.
+    """
+
+    operator_extra_links = (ValidationReportLink(),)
+
+    @fail_without_retry
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.ingest.steps import validate_source
+
+        result = self.run_step(validate_source, context)
+        self.log.info("%s rows of %s passed validation; report: %s", result["rows"], self.source, result["report_uri"])
+        return result
+
+
+class BuildFeaturesOperator(PipelineOperator):
+    """Builds the feature partition of the logical date and publishes it on the pipeline's features Asset.
+
+    The asset event carries the partition, row count, content hash and URI.
+    """
+
+    @fail_without_retry
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.ingest.steps import build_feature_partition
+
+        cfg, lake = self.config_and_lake()
+        result = build_feature_partition(lake, cfg, self.ds)
+        self.log.info("Wrote %s feature rows to %s (content hash %s)", result.rows, result.uri, result.content_hash)
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = {"partition": self.ds, **result.to_dict()}
+        return result.to_dict()
