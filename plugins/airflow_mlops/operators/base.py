@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops import settings
 from airflow_mlops.errors import PermanentError
+from airflow_mlops.lineage import StepLineage
 from airflow_mlops.links import MlflowRunLink
 
 T = TypeVar("T")
@@ -58,6 +59,16 @@ class PipelineOperator(BaseOperator):
         self.pipeline = pipeline
         self.ds = ds
         self.lake_conn_id = lake_conn_id
+        self.step_lineage = StepLineage()
+
+    # Called by the OpenLineage provider's listener (when installed and configured) once the task ended.
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The datasets this run read and wrote (`step_lineage`, filled in by `execute`)."""
+        return self.step_lineage.operator_lineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """What a failed run read, and what it left instead of its output (a quarantined batch, a rollback)."""
+        return self.step_lineage.operator_lineage(failed=True)
 
     def config_and_lake(self) -> tuple[PipelineConfig, Lake]:
         from airflow_mlops.config import pipeline_by_name
@@ -86,11 +97,19 @@ class SourceOperator(PipelineOperator):
         super().__init__(**kwargs)
         self.source = source
 
+    def input_uri(self, lake: Lake, cfg: PipelineConfig) -> str:
+        """The lake file the step reads (its OpenLineage input)."""
+        raise NotImplementedError
+
     def run_step(self, step: Callable[..., T], context: Context) -> T:
         """Run `step(lake, cfg, source, ds, run_context)`; a quarantined batch fails the task at once."""
         from airflow_mlops.core.ingest.steps import BatchRejected
+        from airflow_mlops.core.lake import paths
+        from airflow_mlops.lineage import lake_ref
 
         cfg, lake = self.config_and_lake()
+        self.step_lineage.inputs = [lake_ref(self.input_uri(lake, cfg))]
+        self.step_lineage.failed_outputs = [lake_ref(lake.uri(paths.quarantine(cfg.name, self.source, self.ds)))]
         try:
             return step(lake, cfg, self.source, self.ds, self.run_context(context))
         except BatchRejected as exc:
@@ -110,11 +129,14 @@ class MlflowPipelineOperator(PipelineOperator):
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_run_url: str | None = None
+        self.tracking_uri = ""
 
     def tracking(self) -> Tracking:
         from airflow_mlops.hooks import MlflowHook
 
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking()
+        tracking = MlflowHook(mlflow_conn_id=self.mlflow_conn_id).get_tracking()
+        self.tracking_uri = tracking.tracking_uri  # the namespace of this run's model datasets
+        return tracking
 
     def run_tags(self, context: Context) -> RunTags:
         from airflow_mlops.core.registry.tracking import RunTags

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops.lineage import alias_ref, version_ref
 from airflow_mlops.links import MlflowRunLink, ModelVersionLink
 from airflow_mlops.operators.base import MlflowPipelineOperator, fail_without_retry, given
 
@@ -76,6 +77,7 @@ class CheckVersionOperator(DeployOperator):
         except DeployRefused as exc:
             raise AirflowFailException(str(exc)) from exc
         self.model_version_url, self.mlflow_run_url = ev["version_url"], ev["training_run_url"]
+        self.step_lineage.inputs = [version_ref(self.tracking_uri, ev["model_name"], ev["version"])]
         self.log.info("Deploying %s v%s (champion now: %s)", ev["model_name"], ev["version"], ev["champion_before"])
         return {**ev, "markdown": evidence_markdown(ev)}
 
@@ -95,6 +97,7 @@ class PromoteModelOperator(DeployOperator):
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.deploy.steps import Approval, DeployRefused, promote_step
+        from airflow_mlops.core.registry.tracking import CHAMPION
 
         cfg, _ = self.config_and_lake()
         checked = self.checked(context)
@@ -106,6 +109,11 @@ class PromoteModelOperator(DeployOperator):
             raise AirflowFailException(str(exc)) from exc
         self.model_version_url = result["version_url"]
         self.log.info("%s v%s is champion (replaced: %s)", result["model_name"], result["version"], result["replaced"])
+        name, version = result["model_name"], str(result["version"])
+        self.step_lineage.inputs = [version_ref(self.tracking_uri, name, version)]
+        self.step_lineage.outputs = [alias_ref(self.tracking_uri, name, CHAMPION, version)]
+        for outlet in self.outlets:  # the Asset `<p>.champion`
+            context["outlet_events"][outlet].extra = champion_event(result, checked, context["ti"].run_id)
         try:
             self.server().reload()
         except Exception as exc:  # the server also polls the alias; the sensor decides
@@ -123,7 +131,9 @@ class SmokeTestOperator(DeployOperator):
 
         cfg, lake = self.config_and_lake()
         version = self.checked(context)["version"]
-        sample = smoke_sample(lake, self.tracking(), cfg, version, cfg.deploy.smoke.rows)
+        tracking = self.tracking()
+        self.step_lineage.inputs = [version_ref(self.tracking_uri, cfg.train.model_name(cfg.name), version)]
+        sample = smoke_sample(lake, tracking, cfg, version, cfg.deploy.smoke.rows)
         try:
             with self.server().predictor(cfg.name) as predict:
                 result = run_smoke_test(sample, predict, version, cfg)
@@ -161,6 +171,8 @@ class RollbackOperator(DeployOperator):
             )
         # The champion this run's promotion replaced (recorded then), else the one seen when the run started.
         restored = rollback_step(tracking, cfg, version, before, self.who_for(context, why))["champion"]
+        self.step_lineage.inputs = [version_ref(self.tracking_uri, name, version)]
+        self.step_lineage.failed_outputs = [alias_ref(self.tracking_uri, name, CHAMPION, restored)]
         served = self.wait_served(cfg, restored)
         raise AirflowFailException(
             f"deploy of {name} v{version} failed: {why}. Rolled back: champion is "
@@ -212,3 +224,19 @@ class RollbackOperator(DeployOperator):
             if version is None or served == str(version) or time.monotonic() > deadline:
                 return served
             time.sleep(cfg.deploy.poke_interval_seconds)
+
+
+def champion_event(promoted: dict[str, Any], checked: dict[str, Any], dag_run_id: str) -> dict[str, Any]:
+    """The extra of an event of the Asset `<p>.champion`: the version, what it replaced, its data and runs."""
+    return {
+        "model_name": promoted["model_name"],
+        "version": str(promoted["version"]),
+        "model_uri": f"models:/{promoted['model_name']}/{promoted['version']}",
+        "replaced": promoted["replaced"],
+        "content_hash": checked.get("content_hash"),
+        "window": checked.get("window"),
+        "partitions": checked.get("partitions"),
+        "mlflow_run_id": checked.get("mlflow_run_id"),
+        "train_dag_run_id": checked.get("train_dag_run_id"),
+        "dag_run_id": dag_run_id,
+    }

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
+from airflow_mlops.lineage import lake_ref
 from airflow_mlops.links import ValidationReportLink
 from airflow_mlops.operators.base import PipelineOperator, SourceOperator, fail_without_retry
+
+if TYPE_CHECKING:
+    from airflow_mlops.config import PipelineConfig
+    from airflow_mlops.core.lake.storage import Lake
 
 
 class IngestSourceOperator(SourceOperator):
     """Copies the landing file of one source to raw/ as typed Parquet; an unreadable file is quarantined."""
+
+    def input_uri(self, lake: Lake, cfg: PipelineConfig) -> str:
+        from airflow_mlops.core.ingest.steps import landing_uri
+
+        return landing_uri(lake, cfg, self.source, self.ds)
 
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
@@ -19,6 +29,7 @@ class IngestSourceOperator(SourceOperator):
 
         result = self.run_step(ingest_source, context)
         self.log.info("Wrote %s rows to %s (content hash %s)", result.rows, result.uri, result.content_hash)
+        self.step_lineage.outputs = [lake_ref(result.uri, result.content_hash)]
         return result.to_dict()
 
 
@@ -31,11 +42,17 @@ class ValidateSourceOperator(SourceOperator):
 
     operator_extra_links = (ValidationReportLink(),)
 
+    def input_uri(self, lake: Lake, cfg: PipelineConfig) -> str:
+        from airflow_mlops.core.ingest.steps import raw_uri
+
+        return raw_uri(lake, cfg, self.source, self.ds)
+
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.ingest.steps import validate_source
 
         result = self.run_step(validate_source, context)
+        self.step_lineage.outputs = [lake_ref(result["report_uri"])]
         self.log.info("%s rows of %s passed validation; report: %s", result["rows"], self.source, result["report_uri"])
         return result
 
@@ -48,10 +65,12 @@ class BuildFeaturesOperator(PipelineOperator):
 
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.ingest.steps import build_feature_partition
+        from airflow_mlops.core.ingest.steps import build_feature_partition, raw_uri
 
         cfg, lake = self.config_and_lake()
+        self.step_lineage.inputs = [lake_ref(raw_uri(lake, cfg, name, self.ds)) for name in cfg.sources]
         result = build_feature_partition(lake, cfg, self.ds)
+        self.step_lineage.outputs = [lake_ref(result.uri, result.content_hash)]
         self.log.info("Wrote %s feature rows to %s (content hash %s)", result.rows, result.uri, result.content_hash)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {"partition": self.ds, **result.to_dict()}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Context
 
+from airflow_mlops.lineage import lake_ref, version_ref
 from airflow_mlops.links import DriftReportLink, MlflowRunLink
 from airflow_mlops.operators.base import MlflowPipelineOperator, fail_without_retry, given
 from airflow_mlops.operators.train import ScorePartitionsOperator
@@ -54,6 +55,17 @@ class MonitorOperator(MlflowPipelineOperator):
         tracking = self.tracking()
         result = monitor_step(lake, cfg, tracking, self.run_tags(context), self.ds, self.train_active(context, cfg))
         self.mlflow_run_url = result.get("mlflow_run_url")
+        self.step_lineage.inputs = [
+            lake_ref(lake.uri(path))
+            for path in (paths.predictions(cfg.name, d) for d in window_days(result))
+            if lake.exists(lake.uri(path))
+        ]
+        if result.get("champion_version"):
+            self.step_lineage.inputs.append(
+                version_ref(self.tracking_uri, result["model_name"], result["champion_version"])
+            )
+        if result.get("report_uri"):
+            self.step_lineage.outputs = [lake_ref(result["report_uri"])]
         if result.get("report_uri"):
             self.report_url = lake_file_url(paths.monitor_report(cfg.name, self.ds))
         self.log.info("Monitor of %s on %s: %s", cfg.name, self.ds, result["outcome"])
@@ -70,3 +82,14 @@ class MonitorOperator(MlflowPipelineOperator):
             )
             notifier(context)
         return {**result, "date": self.ds, "report_url": self.report_url}
+
+
+def window_days(result: dict[str, Any]) -> list[str]:
+    """The days of the monitored window (its batch-scored partitions are the step's lake inputs)."""
+    from datetime import date, timedelta
+
+    window = result.get("window") or {}
+    if not window.get("start"):
+        return []
+    start, end = date.fromisoformat(window["start"]), date.fromisoformat(window["end"])
+    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]

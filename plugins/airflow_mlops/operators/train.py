@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_mlops.lineage import DatasetRef, lake_ref, model_ref, version_ref
 from airflow_mlops.links import MlflowRunLink, ModelVersionLink
 from airflow_mlops.operators.base import MlflowPipelineOperator, fail_without_retry, given
 
@@ -40,6 +41,8 @@ class TrainModelOperator(MlflowPipelineOperator):
         tracking = self.tracking()
         result = train_step(lake, cfg, tracking, self.run_tags(context), end_ds, window_days, str(self.reason or ""))
         self.mlflow_run_url = result["mlflow_run_url"]
+        self.step_lineage.inputs = window_refs(result)
+        self.step_lineage.outputs = [model_ref(self.tracking_uri, result["model_uri"])]
         self.log.info(
             "Trained on %s (%s days up to %s): %s",
             result["data"]["content_hash"],
@@ -86,6 +89,12 @@ class EvaluateModelOperator(MlflowPipelineOperator):
         trained = context["ti"].xcom_pull(task_ids=self.train_task_id)
         result = evaluate_step(lake, cfg, self.tracking(), self.run_tags(context), trained, self.force_request(context))
         self.mlflow_run_url = result["mlflow_run_url"]
+        champion = result["champion_version"]
+        self.step_lineage.inputs = [
+            *window_refs(trained),
+            model_ref(self.tracking_uri, trained["model_uri"]),
+            *([version_ref(self.tracking_uri, cfg.train.model_name(cfg.name), champion)] if champion else []),
+        ]
         decision = result["decision"]
         self.log.info("Gate outcome: %s (%s)", decision["outcome"], decision["reason"])
         return result
@@ -123,6 +132,10 @@ class RegisterModelOperator(MlflowPipelineOperator):
         airflow_url = f"{base}/dags/{ti.dag_id}/runs/{ti.run_id}"
         result = register_step(cfg, self.tracking(), self.run_tags(context), trained, evaluated, airflow_url)
         self.mlflow_run_url, self.model_version_url = result["mlflow_run_url"], result["version_url"]
+        self.step_lineage.inputs = [*window_refs(trained), model_ref(self.tracking_uri, trained["model_uri"])]
+        self.step_lineage.outputs = [version_ref(self.tracking_uri, result["model_name"], result["version"])]
+        for outlet in self.outlets:  # the Asset `<p>.model`
+            context["outlet_events"][outlet].extra = model_event(result, trained, ti.run_id)
         self.log.info(
             "Model %s version %s (%s): %s", result["model_name"], result["version"], result["outcome"], result["reason"]
         )
@@ -141,6 +154,7 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from airflow_mlops.core.lake import paths
         from airflow_mlops.core.score import NoChampion, score_partition
 
         dates = [str(self.ds)] if given(self.ds) else self.triggered_partitions(context)
@@ -158,6 +172,11 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
                 "Scored %s rows of %s with version %s: %s", result["rows"], ds, result["model_version"], result["uri"]
             )
             results.append(result)
+            self.step_lineage.inputs += [
+                lake_ref(lake.uri(paths.features(cfg.name, ds)), result["features_content_hash"]),
+                version_ref(self.tracking_uri, cfg.train.model_name(cfg.name), result["model_version"]),
+            ]
+            self.step_lineage.outputs.append(lake_ref(result["uri"], result["content_hash"]))
         for outlet in self.outlets:  # the monitor follows the newest scored partition
             extra: dict[str, Any] = {"partition": dates[-1], "partitions": dates}
             context["outlet_events"][outlet].extra = extra
@@ -169,3 +188,28 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
         return sorted(
             {str(e.extra["partition"]) for evs in events.values() for e in evs if "partition" in (e.extra or {})}
         )
+
+
+def window_refs(trained: dict[str, Any]) -> list[DatasetRef]:
+    """The feature partitions of a training window (the `train` result), each with its content hash."""
+    data = trained["data"]
+    hashes = data["partition_hashes"]
+    return [lake_ref(uri, hashes.get(ds)) for ds, uri in zip(data["partitions"], data["partition_uris"], strict=True)]
+
+
+def model_event(registered: dict[str, Any], trained: dict[str, Any], dag_run_id: str) -> dict[str, Any]:
+    """The extra of an event of the Asset `<p>.model`: the version, its data (partitions, hashes) and runs."""
+    data = trained["data"]
+    return {
+        "model_name": registered["model_name"],
+        "version": str(registered["version"]),
+        "model_uri": f"models:/{registered['model_name']}/{registered['version']}",
+        "promoted": registered["promoted"],
+        "outcome": registered["outcome"],
+        "content_hash": data["content_hash"],
+        "partitions": data["partitions"],
+        "partition_hashes": data["partition_hashes"],
+        "window": f"{data['window_start']}..{data['window_end']}",
+        "mlflow_run_id": trained["mlflow_run_id"],
+        "dag_run_id": dag_run_id,
+    }
