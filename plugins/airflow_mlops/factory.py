@@ -100,6 +100,7 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
         schedule=ingest.schedule,
         catchup=ingest.catchup,
         max_active_runs=ingest.max_active_runs,
+        params={"force_rerun": force_rerun_param()},
         **_dag_kwargs(cfg, "ingest", doc),
     ) as dag:
         features = BuildFeaturesOperator(task_id="build_features", pipeline=cfg.name, outlets=[features_asset(cfg)])
@@ -121,6 +122,17 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
 
 RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 """The run's date: manual and monitor-triggered runs in Airflow 3 may have no logical date (no `ds`)."""
+
+
+def force_rerun_param() -> Param:
+    """The form's "Force rerun": run the steps even when their inputs, config and package did not change."""
+    return Param(
+        False,
+        type="boolean",
+        title="Force rerun",
+        description="Run every step again, even one whose inputs, config section and package version are those of "
+        "its last successful run (which it otherwise skips, keeping that run's output).",
+    )
 
 
 def optional_date_param(title: str, description: str) -> Param:
@@ -255,7 +267,8 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
     params = {
         "partition": optional_date_param(
             "Partition", "Feature partition (YYYY-MM-DD) to score. Empty: the partitions of the triggering ingest."
-        )
+        ),
+        "force_rerun": force_rerun_param(),
     }
     with DAG(
         schedule=[features_asset(cfg)],
@@ -358,7 +371,8 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
     params = {
         "date": optional_date_param(
             "Date", "Last day of the monitored window (YYYY-MM-DD). Empty: the newest ingested partition."
-        )
+        ),
+        "force_rerun": force_rerun_param(),
     }
     with DAG(
         # After scoring when predictions are monitored (so the new day's predictions are there), else after ingest.

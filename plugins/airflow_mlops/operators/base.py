@@ -14,8 +14,6 @@ from airflow_mlops.errors import PermanentError
 from airflow_mlops.lineage import StepLineage
 from airflow_mlops.links import MlflowRunLink
 
-T = TypeVar("T")
-
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
     from airflow_mlops.core.lake.storage import Lake
@@ -50,12 +48,23 @@ class PipelineOperator(BaseOperator):
     :param pipeline: pipeline name; its config is read from include/pipelines at run time.
     :param ds: the logical date (YYYY-MM-DD) to work on (templated).
     :param lake_conn_id: Airflow connection of the lake; the deployment default if unset.
+    :param force_rerun: run a cached step even when its inputs did not change (also the DAG param `force_rerun`).
     """
 
     template_fields: Sequence[str] = ("pipeline", "ds")
 
-    def __init__(self, *, pipeline: str, ds: str = "{{ ds }}", lake_conn_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        ds: str = "{{ ds }}",
+        lake_conn_id: str | None = None,
+        force_rerun: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.force_rerun = force_rerun
+        self.cache_skipped = False
         self.pipeline = pipeline
         self.ds = ds
         self.lake_conn_id = lake_conn_id
@@ -78,6 +87,38 @@ class PipelineOperator(BaseOperator):
             lake_conn_id=self.lake_conn_id or settings.storage_conn_id()
         ).get_lake()
 
+    def cached(
+        self,
+        context: Context,
+        lake: Lake,
+        step: str,
+        fingerprint_of: Callable[[], str],
+        outputs: Callable[[dict[str, Any]], Sequence[str]],
+        run: Callable[[], dict[str, Any]],
+        ds: str | None = None,
+    ) -> dict[str, Any]:
+        """`run()`, unless the record of the last successful run of this step and date has the same input
+        fingerprint and its outputs exist: then that run's result, said so in the log. The DAG param
+        `force_rerun` (or `force_rerun=True` on the operator) runs it whatever the record says."""
+        from airflow_mlops.core.cache import run_cached
+
+        force = self.force_rerun or bool((context.get("params") or {}).get("force_rerun"))
+        day = ds or self.ds
+        done = run_cached(lake, self.pipeline, step, day, fingerprint_of, outputs, run, force=force)
+        self.cache_skipped = done.skipped
+        if done.skipped:
+            self.log.info(
+                "Skipped %s of %s: its inputs, config and package are those of the run recorded at %s (fingerprint "
+                "%s); its output is still there. Trigger with force_rerun to run it anyway.",
+                step,
+                day,
+                done.recorded_at,
+                done.fingerprint[:16],
+            )
+        elif force:
+            self.log.info("Ran %s of %s: force_rerun", step, day)
+        return done.result
+
     @staticmethod
     def run_context(context: Context) -> dict[str, str]:
         """Who made an artefact: recorded in reports and quarantine."""
@@ -92,6 +133,8 @@ class SourceOperator(PipelineOperator):
     """
 
     template_fields: Sequence[str] = ("pipeline", "source", "ds")
+    cache_step = "step"
+    """The step's name in its cache records (`steps/<p>/<cache_step>_<source>/`)."""
 
     def __init__(self, *, source: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -101,17 +144,41 @@ class SourceOperator(PipelineOperator):
         """The lake file the step reads (its OpenLineage input)."""
         raise NotImplementedError
 
-    def run_step(self, step: Callable[..., T], context: Context) -> T:
-        """Run `step(lake, cfg, source, ds, run_context)`; a quarantined batch fails the task at once."""
+    def fingerprint_extra(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """What else the step's result depends on, besides its input file and the source's config."""
+        return {}
+
+    def run_step(
+        self, step: Callable[..., Any], context: Context, outputs: Callable[[dict[str, Any]], Sequence[str]]
+    ) -> dict[str, Any]:
+        """Run `step(lake, cfg, source, ds, run_context)` (cached on its input file, the source's config and
+        `fingerprint_extra`); a quarantined batch fails the task at once."""
+        from dataclasses import asdict, is_dataclass
+
+        from airflow_mlops.core.cache import fingerprint
         from airflow_mlops.core.ingest.steps import BatchRejected
         from airflow_mlops.core.lake import paths
         from airflow_mlops.lineage import lake_ref
 
         cfg, lake = self.config_and_lake()
-        self.step_lineage.inputs = [lake_ref(self.input_uri(lake, cfg))]
+        source_uri = self.input_uri(lake, cfg)
+        self.step_lineage.inputs = [lake_ref(source_uri)]
         self.step_lineage.failed_outputs = [lake_ref(lake.uri(paths.quarantine(cfg.name, self.source, self.ds)))]
+
+        def run() -> dict[str, Any]:
+            result = step(lake, cfg, self.source, self.ds, self.run_context(context))
+            return asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(result)
+
+        source_cfg = cfg.sources[self.source].model_dump(mode="json")
         try:
-            return step(lake, cfg, self.source, self.ds, self.run_context(context))
+            return self.cached(
+                context,
+                lake,
+                f"{self.cache_step}_{self.source}",
+                lambda: fingerprint(lake, [source_uri], source_cfg, self.fingerprint_extra(cfg)),
+                outputs,
+                run,
+            )
         except BatchRejected as exc:
             # Retrying cannot fix a bad batch: fail now, loudly.
             raise AirflowFailException(str(exc)) from exc

@@ -45,19 +45,38 @@ class MonitorOperator(MlflowPipelineOperator):
 
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_mlops.core.cache import fingerprint
         from airflow_mlops.core.lake import paths
-        from airflow_mlops.core.monitor.monitor import monitor_step
+        from airflow_mlops.core.monitor.monitor import monitor_step, window_days
+        from airflow_mlops.core.registry.tracking import CHAMPION
         from airflow_mlops.links import lake_file_url
         from airflow_mlops.notifiers import MonitorAlertNotifier
 
         cfg, lake = self.config_and_lake()
         self.ds = self.monitored_date(context)
         tracking = self.tracking()
-        result = monitor_step(lake, cfg, tracking, self.run_tags(context), self.ds, self.train_active(context, cfg))
+        name, ds, tags = cfg.train.model_name(cfg.name), self.ds, self.run_tags(context)
+        train_active = self.train_active(context, cfg)
+        days = window_days(ds, cfg.monitor.window_days)
+        zones = ("predictions", "inference_log", "features")
+        section = {"monitor": cfg.monitor.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}
+
+        def fingerprint_of() -> str:
+            inputs = [uri for z in zones for d in days for uri in lake.list(lake.uri(z, cfg.name, paths.partition(d)))]
+            champion = tracking.alias_version(name, CHAMPION)
+            return fingerprint(lake, inputs, section, {"champion": champion, "train_active": train_active})
+
+        def outputs(result: dict[str, Any]) -> list[str]:
+            return [result["report_uri"]] if result.get("report_uri") else []
+
+        def run() -> dict[str, Any]:
+            return monitor_step(lake, cfg, tracking, tags, ds, train_active)
+
+        result = self.cached(context, lake, "monitor", fingerprint_of, outputs, run)
         self.mlflow_run_url = result.get("mlflow_run_url")
         self.step_lineage.inputs = [
             lake_ref(lake.uri(path))
-            for path in (paths.predictions(cfg.name, d) for d in window_days(result))
+            for path in (paths.predictions(cfg.name, d) for d in days)
             if lake.exists(lake.uri(path))
         ]
         if result.get("champion_version"):
@@ -71,7 +90,7 @@ class MonitorOperator(MlflowPipelineOperator):
         self.log.info("Monitor of %s on %s: %s", cfg.name, self.ds, result["outcome"])
         for reason in result.get("reasons", []):
             self.log.info("  %s", reason)
-        if result.get("alarms"):
+        if result.get("alarms") and not self.cache_skipped:  # a skipped rerun: its earlier run alerted
             alerts = cfg.monitor.alerts
             alert = {key: result.get(key) for key in ("outcome", "reasons", "retrain", "champion_version")}
             notifier = MonitorAlertNotifier(
@@ -82,14 +101,3 @@ class MonitorOperator(MlflowPipelineOperator):
             )
             notifier(context)
         return {**result, "date": self.ds, "report_url": self.report_url}
-
-
-def window_days(result: dict[str, Any]) -> list[str]:
-    """The days of the monitored window (its batch-scored partitions are the step's lake inputs)."""
-    from datetime import date, timedelta
-
-    window = result.get("window") or {}
-    if not window.get("start"):
-        return []
-    start, end = date.fromisoformat(window["start"]), date.fromisoformat(window["end"])
-    return [(start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]

@@ -154,7 +154,9 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from airflow_mlops.core.cache import fingerprint
         from airflow_mlops.core.lake import paths
+        from airflow_mlops.core.registry.tracking import CHAMPION
         from airflow_mlops.core.score import NoChampion, score_partition
 
         dates = [str(self.ds)] if given(self.ds) else self.triggered_partitions(context)
@@ -162,10 +164,23 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
             raise AirflowFailException("nothing to score: no `partition` given and no features asset event")
         cfg, lake = self.config_and_lake()
         tracking = self.tracking()
+        name = cfg.train.model_name(cfg.name)
+        champion = tracking.alias_version(name, CHAMPION)
+        section = {"train": cfg.train.model_dump(mode="json"), "features": cfg.features.model_dump(mode="json")}
         results = []
         for ds in dates:
+            features_uri = lake.uri(paths.features(cfg.name, ds))
+
+            def fingerprint_of(uri: str = features_uri) -> str:
+                return fingerprint(lake, [uri], section, {"champion": f"{name}/{champion}"})
+
+            def run(day: str = ds) -> dict[str, Any]:
+                return score_partition(lake, cfg, tracking, day)
+
             try:
-                result = score_partition(lake, cfg, tracking, ds)
+                if champion is None:
+                    raise NoChampion(f"model {name!r} has no champion yet: deploy a version before scoring")
+                result = self.cached(context, lake, "score", fingerprint_of, lambda r: [r["uri"]], run, ds=ds)
             except NoChampion as exc:
                 raise AirflowSkipException(str(exc)) from exc
             self.log.info(
@@ -173,8 +188,8 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
             )
             results.append(result)
             self.step_lineage.inputs += [
-                lake_ref(lake.uri(paths.features(cfg.name, ds)), result["features_content_hash"]),
-                version_ref(self.tracking_uri, cfg.train.model_name(cfg.name), result["model_version"]),
+                lake_ref(features_uri, result["features_content_hash"]),
+                version_ref(self.tracking_uri, name, result["model_version"]),
             ]
             self.step_lineage.outputs.append(lake_ref(result["uri"], result["content_hash"]))
         for outlet in self.outlets:  # the monitor follows the newest scored partition
