@@ -39,6 +39,16 @@ def predictions_asset(cfg: PipelineConfig) -> Asset:
     return Asset(name=f"{cfg.name}.predictions", uri=f"mlops://{cfg.name}/predictions", group="mlops")
 
 
+def model_asset(cfg: PipelineConfig) -> Asset:
+    """The Asset `<p>.model`, updated by each `<p>__train` run that registered a version (promoted or not)."""
+    return Asset(name=f"{cfg.name}.model", uri=f"mlops://{cfg.name}/model", group="mlops")
+
+
+def champion_asset(cfg: PipelineConfig) -> Asset:
+    """The Asset `<p>.champion`, updated by each promotion (`<p>__deploy`'s `promote`)."""
+    return Asset(name=f"{cfg.name}.champion", uri=f"mlops://{cfg.name}/champion", group="mlops")
+
+
 def default_args(cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "owner": cfg.owner,
@@ -90,6 +100,7 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
         schedule=ingest.schedule,
         catchup=ingest.catchup,
         max_active_runs=ingest.max_active_runs,
+        params={"force_rerun": force_rerun_param()},
         **_dag_kwargs(cfg, "ingest", doc),
     ) as dag:
         features = BuildFeaturesOperator(task_id="build_features", pipeline=cfg.name, outlets=[features_asset(cfg)])
@@ -111,6 +122,17 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
 
 RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 """The run's date: manual and monitor-triggered runs in Airflow 3 may have no logical date (no `ds`)."""
+
+
+def force_rerun_param() -> Param:
+    """The form's "Force rerun": run the steps even when their inputs, config and package did not change."""
+    return Param(
+        False,
+        type="boolean",
+        title="Force rerun",
+        description="Run every step again, even one whose inputs, config section and package version are those of "
+        "its last successful run (which it otherwise skips, keeping that run's output).",
+    )
 
 
 def optional_date_param(title: str, description: str) -> Param:
@@ -207,6 +229,7 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             end_ds="{{ params.end_date }}",
             window_days="{{ params.window_days }}",
             reason="{{ params.reason }}",
+            inlets=[features_asset(cfg)],  # the asset graph: features -> train
         )
         evaluate = EvaluateModelOperator(
             task_id="evaluate",
@@ -215,7 +238,7 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
             force="{{ params.force }}",
             force_reason="{{ params.force_reason }}",
         )
-        register = RegisterModelOperator(task_id="register", pipeline=cfg.name, ds=RUN_DATE)
+        register = RegisterModelOperator(task_id="register", pipeline=cfg.name, ds=RUN_DATE, outlets=[model_asset(cfg)])
         train >> evaluate >> register
         if cfg.train.trigger_deploy:
             from airflow.providers.standard.operators.python import ShortCircuitOperator
@@ -244,7 +267,8 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
     params = {
         "partition": optional_date_param(
             "Partition", "Feature partition (YYYY-MM-DD) to score. Empty: the partitions of the triggering ingest."
-        )
+        ),
+        "force_rerun": force_rerun_param(),
     }
     with DAG(
         schedule=[features_asset(cfg)],
@@ -255,7 +279,11 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
         **_dag_kwargs(cfg, "score", doc),
     ) as dag:
         ScorePartitionsOperator(
-            task_id="score", pipeline=cfg.name, ds="{{ params.partition }}", outlets=[predictions_asset(cfg)]
+            task_id="score",
+            pipeline=cfg.name,
+            ds="{{ params.partition }}",
+            inlets=[champion_asset(cfg)],  # the asset graph: champion -> score (it runs on features)
+            outlets=[predictions_asset(cfg)],
         )
     return dag
 
@@ -294,7 +322,9 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
         **_dag_kwargs(cfg, "deploy", doc),
     ) as dag:
         common = {"pipeline": cfg.name, "ds": RUN_DATE}
-        check = CheckVersionOperator(task_id="check_version", version="{{ params.version }}", **common)
+        check = CheckVersionOperator(
+            task_id="check_version", version="{{ params.version }}", inlets=[model_asset(cfg)], **common
+        )
         version = "{{ ti.xcom_pull(task_ids='check_version')['version'] }}"
         # Always there; it skips at run time when neither the config nor a forced version asks for a human.
         approve = DeployApprovalOperator(
@@ -306,7 +336,9 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
             assigned_users=[{"id": u, "name": u} for u in deploy.approval.approvers] or None,
         )
         # none_failed: runs after an approval or a skipped (not needed) one; a rejection or timeout fails approve.
-        promote = PromoteModelOperator(task_id="promote", trigger_rule="none_failed", **common)
+        promote = PromoteModelOperator(
+            task_id="promote", trigger_rule="none_failed", outlets=[champion_asset(cfg)], **common
+        )
         serving = ServedVersionSensor(
             task_id="wait_until_served",
             pipeline=cfg.name,
@@ -339,7 +371,8 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
     params = {
         "date": optional_date_param(
             "Date", "Last day of the monitored window (YYYY-MM-DD). Empty: the newest ingested partition."
-        )
+        ),
+        "force_rerun": force_rerun_param(),
     }
     with DAG(
         # After scoring when predictions are monitored (so the new day's predictions are there), else after ingest.
@@ -353,7 +386,9 @@ def build_monitor_dag(cfg: PipelineConfig) -> DAG:
         from airflow.providers.standard.operators.python import ShortCircuitOperator
         from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-        monitor = MonitorOperator(task_id="monitor", pipeline=cfg.name, ds="{{ params.date }}")
+        monitor = MonitorOperator(
+            task_id="monitor", pipeline=cfg.name, ds="{{ params.date }}", inlets=[champion_asset(cfg)]
+        )
         wanted = ShortCircuitOperator(task_id="retrain_wanted", python_callable=retrain_request)
         request = "ti.xcom_pull(task_ids='retrain_wanted')"
         retrain = TriggerDagRunOperator(

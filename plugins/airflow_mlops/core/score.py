@@ -32,4 +32,10 @@ def score_partition(lake: Lake, cfg: PipelineConfig, tracking: Tracking, ds: str
     out["model_version"] = loaded.version
     uri = lake.uri(paths.predictions(cfg.name, ds))
     lake.write_parquet(uri, out)
-    return {"uri": uri, "rows": len(out), "model_version": loaded.version, "content_hash": frame_hash(out)}
+    return {
+        "uri": uri,
+        "rows": len(out),
+        "model_version": loaded.version,
+        "content_hash": frame_hash(out),
+        "features_content_hash": frame_hash(features),  # lineage: which content of the partition was scored
+    }

@@ -122,6 +122,10 @@ def evidence(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> 
         "training_run_url": tracking.run_url(mv.run_id) if mv.run_id else None,
         "version_url": tracking.version_url(name, version),
         "airflow_run_url": tags.get(f"{TAG_PREFIX}airflow_run_url"),
+        # Lineage, for the champion's asset event: what the version was trained on, and where.
+        "partitions": [p for p in tags.get(f"{TAG_PREFIX}partitions", "").split(",") if p],
+        "mlflow_run_id": mv.run_id,
+        "train_dag_run_id": tags.get(f"{TAG_PREFIX}dag_run_id"),
     }
 
 

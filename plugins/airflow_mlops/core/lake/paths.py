@@ -72,3 +72,10 @@ def inference_log_partition(pipeline: str, ds: str) -> str:
 
 def monitor_report(pipeline: str, ds: str) -> str:
     return f"reports/{pipeline}/monitor/{partition(ds)}/report.html"
+
+
+def step_record(pipeline: str, step: str, ds: str) -> str:
+    """What a step's last successful run of `ds` recorded: its input fingerprint, result and outputs (the cache).
+
+    A zone of its own, not a file in the output partition: readers list partitions and must not meet it there."""
+    return f"steps/{pipeline}/{step}/{partition(ds)}.json"
