@@ -18,8 +18,8 @@ import yaml
 from airflow_mlops.config import PipelineConfig, parse_pipeline
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake, open_lake
-from airflow_mlops.core.monitor.drift import InsufficientData
 from airflow_mlops.core.monitor import monitor as mon
+from airflow_mlops.core.monitor.drift import InsufficientData
 from airflow_mlops.core.registry.tracking import CHAMPION, RunTags, Tracking, raw_rows
 from airflow_mlops.core.score import score_partition
 from airflow_mlops.core.train import training as tr
@@ -138,7 +138,8 @@ def write_window(
 
 def log_requests(lake: Lake, champion: Champion, cfg: PipelineConfig, frame: pd.DataFrame) -> None:
     """Rows sent to the model server as JSON, scored and logged by its own inference log writer."""
-    from airflow_mlops.serving.server import InferenceLog, ServedModel
+    from airflow_mlops.serving.inference_log import InferenceLog
+    from airflow_mlops.serving.models import ServedModel
 
     spec = champion.spec
     served = ServedModel(
