@@ -14,12 +14,13 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
 from airflow_mlops.serving.rows import INT64_MAX
 from tests.fixtures.model_server import ADMIN_AUTH, ADMIN_TOKEN, AUTH, TOKEN
 from tests.fixtures.served_models import MAX_ROWS, PIPELINE, ServerProcess, Setup, json_rows, one_row
 
-INTERNALS = re.compile(r"Traceback|Error:|Exception|File \"|line \d+", re.IGNORECASE)
+INTERNALS = re.compile(r'Traceback|File "|\b[A-Z]\w*(Error|Exception)\b')  # a traceback or an exception's name
 
 
 def post(server: ServerProcess, body: bytes, path: str = f"/predict/{PIPELINE}", **headers: str) -> requests.Response:
@@ -70,7 +71,7 @@ HOSTILE: dict[str, tuple[Callable[[Setup], bytes], int, str]] = {
     "nested value within the limit": (
         lambda s: rows_body([one_row(s, carrier=json.loads(nested(500)))]),
         422,
-        "rows[0].carrier: expected a string or null, got list [[...]]",
+        "rows[0].carrier: expected a string or null, got list [[[...]]]",
     ),
     "number over Python's digit limit": (
         lambda s: rows_body([one_row(s, distance=0)]).replace(b'"distance": 0', b'"distance": ' + b"1" * 5000),
@@ -215,7 +216,7 @@ def _send(server: ServerProcess, method: str, path: str, body: bytes, headers: d
     except requests.exceptions.InvalidURL:
         return  # the client refuses to send it
     assert resp.status_code < 500, (method, path, body[:300], resp.status_code, resp.text[:300])
-    if resp.status_code >= 400 and path != "/metrics":
+    if resp.status_code >= 400 and method != "HEAD":
         assert not INTERNALS.search(resp.json()["error"]), resp.text
 
 
@@ -258,6 +259,15 @@ def test_fuzzed_requests_never_get_a_5xx_nor_hang(
     _send(server, method, path, body, {**auth, "X-Request-ID": request_id})
 
 
+def _fuzz_operation(cases: st.SearchStrategy[Any], auth: dict[str, str], check: Any) -> None:
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(case=cases)
+    def fuzz(case: Any) -> None:
+        case.call_and_validate(headers=auth, checks=[check], timeout=30)
+
+    fuzz()
+
+
 def test_the_openapi_description_fuzzed_by_schemathesis(server: ServerProcess) -> None:
     """Every operation of /openapi.json, with schemathesis's positive and negative cases."""
     import schemathesis
@@ -265,18 +275,16 @@ def test_the_openapi_description_fuzzed_by_schemathesis(server: ServerProcess) -
     from schemathesis.checks import not_a_server_error
 
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
-    operations = 0
+    paths = []
     for result in schema.get_all_operations():
-        operation = result.ok()
-        operations += 1
+        operation = result.ok()  # type: ignore[union-attr]
+        paths.append(operation.path)
         auth = ADMIN_AUTH if operation.path == "/admin/reload" else AUTH
 
         for mode in GenerationMode:
-
-            @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-            @given(case=operation.as_strategy(mode))
-            def check(case: Any, auth: dict[str, str] = auth) -> None:
-                case.call_and_validate(headers=auth, checks=[not_a_server_error], timeout=30)
-
-            check()
-    assert operations == 6
+            try:
+                _fuzz_operation(operation.as_strategy(mode), auth, not_a_server_error)
+            except Unsatisfiable:
+                assert mode == GenerationMode.NEGATIVE, operation.path  # nothing to negate: no body, no parameter
+    # schemathesis leaves out the description's own URL.
+    assert sorted(paths) == ["/admin/reload", "/health", "/metrics", "/predict/{pipeline}", "/version"]

@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ def test_rows_parquet_cannot_hold_are_dropped_and_counted_the_others_written(tmp
     assert len(log.flush()) == 1 and log.rows_written == {"p": 11}
     files = lake.list(lake.zone_uri(INFERENCE_ZONE, "p"))
     written = pd.concat([lake.read_parquet(f) for f in files])
-    assert sorted(written["carrier"]) == sorted([r["carrier"] for r in good] + ["C0", "C1"])
+    assert sorted(written["carrier"]) == sorted([f"C{i}" for i in range(9)] + ["C0", "C1"])
 
 
 def test_the_buffer_is_bounded_while_writes_fail(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -76,8 +77,8 @@ def test_a_server_whose_lake_fails_bounds_its_buffer_and_counts_the_dropped_rows
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the lake's folders would go")
     proc = ModelServerProcess(
-        mlflow_server, blocker / "lake", setup.pipelines_dir, "--max-rows", str(MAX_ROWS),
-        "--flush-seconds", "0.3", "--max-buffer-rows", "20",
+        mlflow_server, tmp_path / "lake", setup.pipelines_dir, "--max-rows", str(MAX_ROWS),
+        "--lake-root", str(blocker / "lake"), "--flush-seconds", "0.3", "--max-buffer-rows", "20",
     )  # fmt: skip
     try:
         rows = json_rows(setup.holdout.head(10), setup.spec)
@@ -100,7 +101,7 @@ def test_a_server_whose_lake_fails_bounds_its_buffer_and_counts_the_dropped_rows
 class Load:
     """Clients sending batches with unique request ids; records when each was answered 200, and its rows."""
 
-    def __init__(self, proc: ModelServerProcess, rows: list[dict[str, object]], clients: int = 2) -> None:
+    def __init__(self, proc: ModelServerProcess, rows: list[dict[str, Any]], clients: int = 2) -> None:
         self.proc, self.rows = proc, rows
         self.accepted: list[tuple[float, str, int]] = []  # (answered at, request id, rows)
         self.stop = threading.Event()

@@ -18,8 +18,9 @@ def add_version(setup: Setup, tags: dict[str, str]) -> str:
     """A new version holding version 1's model, with `tags` only."""
     client = setup.tracking.client
     first = client.get_model_version(setup.name, "1")
+    source = str(first.source)  # models:/<logged model id>: the registry wants that id with it
     mv = client.create_model_version(
-        setup.name, source=first.source, run_id=first.run_id, model_id=getattr(first, "model_id", None), tags=tags
+        setup.name, source=source, run_id=first.run_id, model_id=source.removeprefix("models:/"), tags=tags
     )
     return str(mv.version)
 
