@@ -25,7 +25,7 @@ _ERROR_LOG_SECONDS = 10.0  # a full buffer drops rows on every request: one erro
 
 
 class Logged(Protocol):
-    """What the log records of the model that predicted."""
+    """What the log records of the model that predicted: its name, version and input columns."""
 
     @property
     def name(self) -> str: ...

@@ -10,6 +10,8 @@ import reprlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from airflow_mlops.serving.inference_log import Logged
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what the Parquet inference log can hold as an integer
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _ROWS_START = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"rows"[ \t\n\r]*:[ \t\n\r]*\[')
@@ -29,19 +31,13 @@ class RequestError(Exception):
         self.message = message
 
 
-class Inputs(Protocol):
+class Inputs(Logged, Protocol):
     """What the checks need of a served model: its input columns by kind, its name and version."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def version(self) -> str: ...
     @property
     def categorical(self) -> tuple[str, ...]: ...
     @property
     def numeric(self) -> tuple[str, ...]: ...
-    @property
-    def columns(self) -> tuple[str, ...]: ...
 
 
 def show(value: Any) -> str:
@@ -62,12 +58,18 @@ def decode(body: bytes) -> str:
         raise RequestError(400, f"request body is not UTF-8 text: byte {exc.start} is invalid") from exc
 
 
-def load_payload(text: str, max_rows: int) -> Any:
-    """The JSON document; when it may hold more than `max_rows` rows, they are counted while parsing and the
-    request refused with 413 at the first one over the limit, without reading (or allocating) the rest."""
+def load_payload(text: str, max_rows: int, columns: int = 1) -> Any:
+    """The JSON document; the rows of one that may hold more than `max_rows` rows of `columns` fields are
+    counted while parsing, and the request refused with 413 at the first row over the limit, without
+    reading (or allocating) the rest.
+
+    Parsed whole at once (faster): a document with fewer commas than `max_rows` x `columns`, i.e. fewer
+    values than the largest valid request (rows over the limit are then refused after parsing).
+    """
     try:
-        # Each row is an element of the list: a document with fewer commas than the limit cannot exceed it.
-        if text.count(",") >= max_rows:
+        # n rows of k fields are separated by n x k - 1 commas: any batch of more than `max_rows` such rows
+        # is counted, and a document parsed whole holds fewer values than a valid one may.
+        if text.count(",") >= max_rows * max(columns, 1):
             start = _ROWS_START.match(text)
             if start is not None:
                 rows = _count_rows(text, start.end(), max_rows)
@@ -115,7 +117,7 @@ def parse_rows(body: bytes, served: Inputs, max_rows: int) -> tuple[list[dict[st
     RequestError names the row and the field of the first problem.
     """
     text = decode(body)
-    payload = load_payload(text, max_rows)
+    payload = load_payload(text, max_rows, len(served.columns))
     if not isinstance(payload, dict) or "rows" not in payload:
         raise RequestError(422, 'request body must be a JSON object {"rows": [{feature: value, ...}, ...]}')
     extra_keys = sorted(set(payload) - {"rows"})

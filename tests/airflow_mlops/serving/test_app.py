@@ -18,7 +18,7 @@ from hypothesis.errors import Unsatisfiable
 
 from airflow_mlops.serving.rows import INT64_MAX
 from tests.fixtures.model_server import ADMIN_AUTH, ADMIN_TOKEN, AUTH, TOKEN
-from tests.fixtures.served_models import MAX_ROWS, PIPELINE, ServerProcess, Setup, json_rows, one_row
+from tests.fixtures.served_models import MAX_ROWS, PIPELINE, ServerProcess, Setup, json_rows, one_row, serve
 
 INTERNALS = re.compile(r'Traceback|File "|\b[A-Z]\w*(Error|Exception)\b')  # a traceback or an exception's name
 
@@ -116,12 +116,13 @@ def test_hostile_bodies_get_a_4xx_with_a_reason_and_never_block_the_log(
 
 def test_the_row_limit_holds_before_the_body_is_parsed(setup: Setup, server: ServerProcess) -> None:
     # The rows over the limit are followed by garbage: a server parsing the whole body first says "not JSON".
-    body = b'{"rows": [' + b"{}, " * (MAX_ROWS + 1) + b"garbage" * 1000
+    row = json.dumps(one_row(setup)).encode()
+    body = b'{"rows": [' + b", ".join([row] * (MAX_ROWS + 1)) + b", garbage" * 1000
     resp = post(server, body)
     assert resp.status_code == 413, resp.text
     assert f"more than {MAX_ROWS} rows; at most {MAX_ROWS} per request" in resp.json()["error"]
     # Within the limit, the same garbage is a JSON error, and a valid batch passes the counting parser.
-    assert post(server, b'{"rows": [' + b"{}, " * 3 + b"garbage").status_code == 400
+    assert post(server, b'{"rows": [' + b", ".join([row] * MAX_ROWS) + b", garbage").status_code == 400
     many = json_rows(setup.holdout.head(MAX_ROWS), setup.spec)
     assert post(server, b" \n" + rows_body(many) + b"\n").status_code == 200
     assert post(server, rows_body([1] * (MAX_ROWS + 1))).status_code == 413
@@ -130,11 +131,7 @@ def test_the_row_limit_holds_before_the_body_is_parsed(setup: Setup, server: Ser
 
 @pytest.fixture(scope="module")
 def small_body_server(setup: Setup, mlflow_server: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(setup, mlflow_server, "--max-body-bytes", "4096")
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from serve(setup, mlflow_server, "--max-body-bytes", "4096")
 
 
 def _answer(sock: socket.socket, wait: float) -> bytes:

@@ -11,7 +11,7 @@ from airflow_mlops.core.registry.promotion import APPROVED_BY, FORCE_BY, ROLLED_
 from airflow_mlops.core.registry.tags import GATE_PASSED
 from airflow_mlops.core.registry.tracking import CHAMPION
 from airflow_mlops.serving.models import refusal
-from tests.fixtures.served_models import ServerProcess, Setup, json_rows, set_champion
+from tests.fixtures.served_models import ServerProcess, Setup, assert_serves_nothing, json_rows, set_champion
 
 
 def add_version(setup: Setup, tags: dict[str, str]) -> str:
@@ -69,10 +69,7 @@ def test_a_server_started_on_a_refused_champion_serves_nothing(setup: Setup, mlf
     setup.tracking.client.set_registered_model_alias(setup.name, CHAMPION, version)
     proc = ServerProcess(setup, mlflow_server)
     try:
-        state = proc.versions()
-        assert state["version"] is None and "neither passed quality gates" in state["error"]
-        resp = proc.predict(json_rows(setup.holdout.head(1), setup.spec))
-        assert resp.status_code == 503 and "no model loaded" in resp.json()["error"]
+        assert_serves_nothing(setup, proc, proc.versions(), "neither passed quality gates")
     finally:
         proc.stop()
         setup.tracking.client.set_registered_model_alias(setup.name, CHAMPION, "1")

@@ -24,6 +24,7 @@ from tests.fixtures.served_models import (
     PIPELINE,
     ServerProcess,
     Setup,
+    assert_serves_nothing,
     json_rows,
     offline,
     one_row,
@@ -249,9 +250,6 @@ def test_removing_the_champion_alias_stops_serving_that_version(setup: Setup, se
     set_champion(setup, server, "1")
     setup.tracking.client.delete_registered_model_alias(setup.name, CHAMPION)
     try:
-        state = server.reload()
-        assert state["version"] is None and "no 'champion' alias" in state["error"]
-        resp = server.predict(json_rows(setup.holdout.head(1), setup.spec))
-        assert resp.status_code == 503 and "no model loaded" in resp.json()["error"]
+        assert_serves_nothing(setup, server, server.reload(), "no 'champion' alias")
     finally:
         set_champion(setup, server, "1")
