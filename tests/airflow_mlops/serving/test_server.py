@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +22,7 @@ import requests
 
 from airflow_mlops.core.lake.storage import open_lake
 from airflow_mlops.core.registry.tracking import CHAMPION
-from tests.fixtures.model_server import AUTH, TOKEN
+from tests.fixtures.model_server import ADMIN_AUTH, ADMIN_TOKEN, AUTH, TOKEN, ModelServerProcess
 from tests.fixtures.served_models import (
     MAX_ROWS,
     PIPELINE,
@@ -253,3 +257,40 @@ def test_removing_the_champion_alias_stops_serving_that_version(setup: Setup, se
         assert_serves_nothing(setup, server, server.reload(), "no 'champion' alias")
     finally:
         set_champion(setup, server, "1")
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"MLOPS_MODEL_SERVER_TOKEN": " "}, "the API token is empty"),
+        ({"MLOPS_MODEL_SERVER_TOKEN": None, "MLOPS_MODEL_SERVER_TOKEN_FILE": "EMPTY"}, "is empty"),
+        ({"MLOPS_MODEL_SERVER_ADMIN_TOKEN": TOKEN}, "the admin token must differ from the API token"),
+    ],
+)
+def test_an_empty_token_refuses_to_start(setup: Setup, tmp_path: Path, env: dict[str, str | None], why: str) -> None:
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n", encoding="utf-8")
+    environ = {**os.environ, "MLOPS_MODEL_SERVER_TOKEN": TOKEN, "MLOPS_MODEL_SERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+               "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLOPS_LAKE_ROOT": str(tmp_path / "lake")}  # fmt: skip
+    environ.update({k: str(empty) if v == "EMPTY" else v for k, v in env.items() if v is not None})
+    environ = {k: v for k, v in environ.items() if env.get(k, "") is not None}
+    done = subprocess.run([sys.executable, "-m", "airflow_mlops.serving", "--pipelines-dir", str(setup.pipelines_dir)],
+                          env=environ, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and why in done.stdout, (done.returncode, done.stdout, done.stderr[-2000:])
+
+
+def test_a_token_file_with_a_trailing_newline_works(setup: Setup, mlflow_server: str, tmp_path: Path) -> None:
+    token_file, admin_file = tmp_path / "token", tmp_path / "admin-token"
+    token_file.write_text(f"{TOKEN}\n", encoding="utf-8")  # as `echo "$TOKEN" > file` writes it
+    admin_file.write_text(f"{ADMIN_TOKEN}\n", encoding="utf-8")
+    proc = ModelServerProcess(mlflow_server, tmp_path / "lake", setup.pipelines_dir, env={
+        "MLOPS_MODEL_SERVER_TOKEN": None, "MLOPS_MODEL_SERVER_TOKEN_FILE": str(token_file),
+        "MLOPS_MODEL_SERVER_ADMIN_TOKEN": None, "MLOPS_MODEL_SERVER_ADMIN_TOKEN_FILE": str(admin_file),
+    })  # fmt: skip
+    try:
+        assert proc.predict_rows(PIPELINE, [one_row(setup)]).status_code == 200
+        assert requests.post(f"{proc.url}/admin/reload", headers=ADMIN_AUTH, timeout=120).status_code == 200
+        bare = requests.get(f"{proc.url}/version", headers={"Authorization": "Bearer "}, timeout=10)
+        assert bare.status_code == 403
+    finally:
+        proc.stop()
