@@ -146,7 +146,10 @@ def main() -> None:
             client.create_registered_model(name)
             run_id = client.create_run(tracking.get_or_create_experiment(name)).info.run_id
             info = tracking.log_model(run_id, model, spec, split.holdout)
-            client.create_model_version(name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+            # The tag the train DAG gives a version that passed its gates: the server serves no other champion.
+            client.create_model_version(
+                name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags={"mlops.gate_passed": "true"}
+            )
             client.set_registered_model_alias(name, CHAMPION, "1")
             print(f"registered {name} v1 ({args.max_iter} iterations)", flush=True)
 

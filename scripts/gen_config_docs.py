@@ -676,12 +676,15 @@ export AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "mlops_mlflow", "host": "mlflo
 
 Read by `ModelServerHook` (the deploy DAG: reload, `/version`, smoke test). Connection type
 `mlops_model_server`: host, port and schema (`http` or `https`) give the base URL, the password is the
-server's API token (`MLOPS_MODEL_SERVER_TOKEN` of the server); login and extra are unused. The Test
-button asks `/health`, then `/version` with the token.
+server's API token (`MLOPS_MODEL_SERVER_TOKEN` of the server), the extra `admin_token` its admin token
+(`MLOPS_MODEL_SERVER_ADMIN_TOKEN`), used only for `/admin/reload` after a promotion or a rollback;
+without it the hook reads `/version` instead and the server picks the alias up by its own poll. Login is
+unused. The Test button asks `/health`, then `/version` with the token. The server itself (tokens,
+limits, metrics, inference log) is described in [serving.md](serving.md).
 
 ```bash
 export AIRFLOW_CONN_MLOPS_MODEL_SERVER='{"conn_type": "mlops_model_server", "host": "model-server",
-  "port": 8000, "password": "the-api-token"}'
+  "port": 8000, "password": "the-api-token", "extra": {"admin_token": "the-admin-token"}}'
 ```
 
 ### The local stack: `mlops.env`

@@ -323,7 +323,8 @@ class ModelServerError(RuntimeError):
 
 
 class ModelServerHook(BaseHook):  # type: ignore[misc]
-    """The model server of an Airflow connection: base URL from host/port/schema, API token in the password.
+    """The model server of an Airflow connection: base URL from host/port/schema, API token in the password,
+    the token of /admin/reload in the extra `admin_token`.
 
     :param model_server_conn_id: Airflow connection id (default: the deployment's model server connection).
     """
@@ -367,17 +368,33 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
         version = cls.pipeline_entry(payload, pipeline).get("version")
         return None if version is None else str(version)
 
-    def request(self, method: str, path: str, json: Any = None, timeout: float = 30.0) -> Any:
+    def request(self, method: str, path: str, json: Any = None, timeout: float = 30.0, token: str | None = None) -> Any:
+        """One request with the API token (or `token`); the JSON answer."""
         import httpx
 
         base, headers = self.get_endpoint()
+        if token is not None:
+            headers = {**headers, "Authorization": f"Bearer {token}"}
         resp = httpx.request(method, f"{base}{path}", headers=headers, json=json, timeout=timeout)
         resp.raise_for_status()
         return resp.json()
 
+    def admin_token(self) -> str | None:
+        """The connection's extra `admin_token` (the server's token of /admin/reload), None when not set."""
+        token = self.get_connection(self.model_server_conn_id).extra_dejson.get("admin_token")
+        return str(token) if token else None
+
     def reload(self) -> dict[str, Any]:
-        """Ask the server to check the champion aliases now (it also polls them); returns its /version answer."""
-        return dict(self.request("POST", "/admin/reload", timeout=300.0))
+        """Ask the server to check the champion aliases now (it also polls them); returns its /version answer.
+
+        Without an `admin_token` extra only /version is read: the server picks the alias up by its own poll.
+        """
+        token = self.admin_token()
+        if token is None:
+            self.log.warning("connection %r has no admin_token extra: not asking the model server to reload, "
+                             "it picks the alias up within its poll interval", self.model_server_conn_id)  # fmt: skip
+            return dict(self.request("GET", "/version"))
+        return dict(self.request("POST", "/admin/reload", timeout=300.0, token=token))
 
     @contextmanager
     def predictor(self, pipeline: str, timeout: float = 30.0) -> Iterator[Callable[[list[dict[str, Any]]], Any]]:

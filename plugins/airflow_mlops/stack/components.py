@@ -125,9 +125,11 @@ def stack_env(cfg: StackConfig, keys: Secrets) -> dict[str, str]:
                     "host": HOST,
                     "port": cfg.model_server_port,
                     "password": keys.model_server_token,
+                    "extra": {"admin_token": keys.model_server_admin_token},
                 }
             ),
             "MLOPS_MODEL_SERVER_TOKEN": keys.model_server_token,
+            "MLOPS_MODEL_SERVER_ADMIN_TOKEN": keys.model_server_admin_token,
             "MLOPS_LAKE_ROOT": cfg.lake_root,
             "MLFLOW_TRACKING_URI": cfg.mlflow_url,
             # Download progress bars would land in task logs as stderr lines logged at error level.

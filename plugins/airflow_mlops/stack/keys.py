@@ -20,6 +20,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "api_secret_key": lambda: secrets.token_urlsafe(32),
     "fernet_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     "model_server_token": lambda: secrets.token_urlsafe(32),
+    "model_server_admin_token": lambda: secrets.token_urlsafe(32),
 }
 """Secret name -> how to make one; a name added here is generated for existing state folders too."""
 
@@ -33,6 +34,7 @@ class Secrets:
     fernet_key: str
     admin_password: str
     model_server_token: str
+    model_server_admin_token: str
 
 
 def write_private(path: Path, text: str) -> None:

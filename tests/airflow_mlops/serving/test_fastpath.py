@@ -19,7 +19,10 @@ from airflow_mlops.core.lake.storage import open_lake
 from airflow_mlops.core.registry.tracking import raw_rows
 from airflow_mlops.core.train import training as tr
 from airflow_mlops.serving import fastpath
-from airflow_mlops.serving.server import ModelServer, RequestError, ServedModel, ServerSettings
+from airflow_mlops.serving.app import ModelServer
+from airflow_mlops.serving.config import ServerSettings
+from airflow_mlops.serving.models import ServedModel
+from airflow_mlops.serving.rows import RequestError
 from tests.fixtures.training_data import day_range, flight_config, synthetic_features, write_partitions
 
 HGB = "sklearn.ensemble.HistGradientBoostingClassifier"

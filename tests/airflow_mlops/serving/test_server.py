@@ -3,151 +3,37 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import requests
-import yaml
 
-from airflow_mlops.config.train import TrainConfig
 from airflow_mlops.core.lake.storage import open_lake
-from airflow_mlops.core.registry.tracking import CHAMPION, Tracking, raw_rows
-from airflow_mlops.core.train import training as tr
-from tests.fixtures.model_server import AUTH, TOKEN, ModelServerProcess
-from tests.fixtures.training_data import FLIGHTS_YAML, day_range, flight_config, synthetic_features, write_partitions
-
-PIPELINE = "flight_delays"
-MAX_ROWS = 50
-
-
-@dataclass
-class Setup:
-    name: str
-    tracking: Tracking
-    spec: tr.FeatureSpec
-    models: dict[str, Any]  # registry version -> the fitted model it holds
-    holdout: pd.DataFrame
-    lake_root: Path
-    pipelines_dir: Path
-
-
-def json_rows(frame: pd.DataFrame, spec: tr.FeatureSpec) -> list[dict[str, Any]]:
-    """Rows as a client sends them: strings or null, numbers or null."""
-    out = []
-    for record in raw_rows(frame, spec).to_dict("records"):
-        out.append({str(k): None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()})
-    return out
-
-
-def offline(model: Any, frame: pd.DataFrame, spec: tr.FeatureSpec) -> np.ndarray:
-    return tr.positive_scores(model, frame[spec.columns])
-
-
-@pytest.fixture(scope="module")
-def setup(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    """Two skops versions of different models and a pickle-format third, registered; champion = v1."""
-    cfg = flight_config()
-    root = tmp_path_factory.mktemp("serving")
-    lake = open_lake(str(root / "features-lake"))
-    write_partitions(lake, cfg, synthetic_features(cfg, day_range("2013-03-01", 12), rows_per_day=150, seed=3))
-    train = TrainConfig.model_validate(
-        {"window_days": 12, "validation_days": 2, "holdout_days": 2, "min_rows": 100, "model": {"params": {}}}
-    )
-    data = tr.load_window(lake, cfg, "2013-03-12", train.window_days, min_rows=train.min_rows)
-    split = tr.split_by_time(data.frame, train.validation_days, train.holdout_days)
-    spec = tr.feature_spec(cfg, data.frame)
-
-    def fit(params: dict[str, Any]) -> Any:
-        model_cfg = train.model.model_copy(update={"params": params})
-        return tr.fit(split, train.model_copy(update={"model": model_cfg}), spec).model
-
-    first, second = fit({"max_iter": 10}), fit({"max_iter": 3, "max_depth": 2})
-    name = f"serving_{uuid.uuid4().hex[:8]}"
-    tracking = Tracking(mlflow_server)
-    client = tracking.client
-    client.create_registered_model(name)
-    experiment_id = tracking.get_or_create_experiment(name)
-    for model in (first, second):
-        run_id = client.create_run(experiment_id).info.run_id
-        info = tracking.log_model(run_id, model, spec, split.holdout)
-        client.create_model_version(name, source=info.model_uri, run_id=run_id, model_id=info.model_id)
-    # Version 3 is a pickle-format model: the project's loader refuses it, so it must never be served.
-    old = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_registry_uri(mlflow_server)
-    try:
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            pickled = mlflow.sklearn.log_model(
-                first, name="model", serialization_format="pickle", pip_requirements=["scikit-learn"]
-            )
-        client.create_model_version(name, source=pickled.model_uri, run_id=run.info.run_id, model_id=pickled.model_id)
-    finally:
-        mlflow.set_tracking_uri(old[0])
-        mlflow.set_registry_uri(old[1])
-    client.set_registered_model_alias(name, CHAMPION, "1")
-
-    pipelines_dir = root / "pipelines"
-    pipelines_dir.mkdir()
-    raw = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
-    raw["train"]["registered_model_name"] = name
-    (pipelines_dir / f"{PIPELINE}.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
-    yield Setup(name, tracking, spec, {"1": first, "2": second}, split.holdout, root / "lake", pipelines_dir)
-
-
-class ServerProcess(ModelServerProcess):
-    """`python -m airflow_mlops.serving` on a free port for the setup's pipeline, polling fast."""
-
-    def __init__(self, setup: Setup, tracking_uri: str, *extra: str) -> None:
-        super().__init__(tracking_uri, setup.lake_root, setup.pipelines_dir,
-                         "--poll-seconds", "0.5", "--max-rows", str(MAX_ROWS), *extra)  # fmt: skip
-
-    def predict(self, rows: Any, headers: dict[str, str] | None = None, pipeline: str = PIPELINE) -> requests.Response:
-        # json.dumps, not requests' json=: it refuses Infinity, which a client may still send.
-        return requests.post(
-            f"{self.url}/predict/{pipeline}",
-            data=json.dumps({"rows": rows}).encode(),
-            headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)},
-            timeout=30,
-        )
-
-    def versions(self) -> dict[str, Any]:
-        resp = requests.get(f"{self.url}/version", headers=AUTH, timeout=10)
-        assert resp.status_code == 200, resp.text
-        return dict(resp.json()["pipelines"][PIPELINE])
-
-    def reload(self) -> dict[str, Any]:
-        resp = requests.post(f"{self.url}/admin/reload", headers=AUTH, timeout=120)
-        assert resp.status_code == 200, resp.text
-        return dict(resp.json()["pipelines"][PIPELINE])
-
-
-@pytest.fixture(scope="module")
-def server(setup: Setup, mlflow_server: str) -> Iterator[ServerProcess]:
-    proc = ServerProcess(setup, mlflow_server, "--flush-seconds", "1")
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-def set_champion(setup: Setup, server: ServerProcess, version: str, served: str | None = None) -> dict[str, Any]:
-    """Move the alias, force a check, and check the version then served (`served`, default: `version`)."""
-    setup.tracking.client.set_registered_model_alias(setup.name, CHAMPION, version)
-    state = server.reload()
-    assert state["version"] == (served or version), f"{state}\n{server.log_tail()}"
-    return state
+from airflow_mlops.core.registry.tracking import CHAMPION
+from tests.fixtures.model_server import ADMIN_AUTH, ADMIN_TOKEN, AUTH, TOKEN, ModelServerProcess
+from tests.fixtures.served_models import (
+    MAX_ROWS,
+    PIPELINE,
+    ServerProcess,
+    Setup,
+    assert_serves_nothing,
+    json_rows,
+    offline,
+    one_row,
+    set_champion,
+)
 
 
 def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Setup, server: ServerProcess) -> None:
@@ -167,25 +53,15 @@ def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Se
     assert version["scoring"].startswith("fast path (hist_gradient_boosting"), version["scoring"]
 
 
-def _row(setup: Setup, **changes: Any) -> dict[str, Any]:
-    row = json_rows(setup.holdout.head(1), setup.spec)[0]
-    for key, value in changes.items():
-        if value is KeyError:
-            row.pop(key)
-        else:
-            row[key] = value
-    return row
-
-
 BAD_REQUESTS: dict[str, tuple[Callable[[Setup], Any], int, str]] = {
-    "missing field": (lambda s: [_row(s), _row(s, temp=KeyError)], 422, "rows[1]: missing field(s) temp"),
-    "wrong numeric type": (lambda s: [_row(s, temp="hot")], 422, "rows[0].temp: expected a number or null, got str"),
-    "infinite number": (lambda s: [_row(s, temp=float("inf"))], 422, "rows[0].temp: expected a finite number"),
-    "bool as number": (lambda s: [_row(s, distance=True)], 422, "rows[0].distance: expected a number"),
-    "wrong categorical type": (lambda s: [_row(s, carrier=5)], 422, "rows[0].carrier: expected a string or null"),
-    "extra field": (lambda s: [_row(s, colour="red")], 422, "rows[0]: unknown field(s) colour"),
+    "missing field": (lambda s: [one_row(s), one_row(s, temp=KeyError)], 422, "rows[1]: missing field(s) temp"),
+    "wrong numeric type": (lambda s: [one_row(s, temp="hot")], 422, "rows[0].temp: expected a number or null, got str"),
+    "infinite number": (lambda s: [one_row(s, temp=float("inf"))], 422, "rows[0].temp: expected a finite number"),
+    "bool as number": (lambda s: [one_row(s, distance=True)], 422, "rows[0].distance: expected a number"),
+    "wrong categorical type": (lambda s: [one_row(s, carrier=5)], 422, "rows[0].carrier: expected a string or null"),
+    "extra field": (lambda s: [one_row(s, colour="red")], 422, "rows[0]: unknown field(s) colour"),
     "empty batch": (lambda s: [], 422, "'rows' is empty"),
-    "oversized batch": (lambda s: [_row(s)] * (MAX_ROWS + 1), 413, f"at most {MAX_ROWS} per request"),
+    "oversized batch": (lambda s: [one_row(s)] * (MAX_ROWS + 1), 413, f"at most {MAX_ROWS} per request"),
     "rows not a list": (lambda s: {"a": 1}, 422, "'rows' must be a list"),
     "row not an object": (lambda s: [1], 422, "rows[0] must be an object"),
 }
@@ -199,11 +75,11 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     resp = server.predict(make(setup))
     assert resp.status_code == status, resp.text
     assert message in resp.json()["error"]
-    assert server.predict([_row(setup)]).status_code == 200
+    assert server.predict([one_row(setup)]).status_code == 200
 
 
 def test_bad_token_body_and_route_are_refused(setup: Setup, server: ServerProcess) -> None:
-    rows = [_row(setup)]
+    rows = [one_row(setup)]
     missing = server.predict(rows, headers={})
     assert missing.status_code == 401 and "missing API token" in missing.json()["error"]
     wrong = server.predict(rows, headers={"Authorization": "Bearer nope"})
@@ -378,9 +254,43 @@ def test_removing_the_champion_alias_stops_serving_that_version(setup: Setup, se
     set_champion(setup, server, "1")
     setup.tracking.client.delete_registered_model_alias(setup.name, CHAMPION)
     try:
-        state = server.reload()
-        assert state["version"] is None and "no 'champion' alias" in state["error"]
-        resp = server.predict(json_rows(setup.holdout.head(1), setup.spec))
-        assert resp.status_code == 503 and "no model loaded" in resp.json()["error"]
+        assert_serves_nothing(setup, server, server.reload(), "no 'champion' alias")
     finally:
         set_champion(setup, server, "1")
+
+
+@pytest.mark.parametrize(
+    ("env", "why"),
+    [
+        ({"MLOPS_MODEL_SERVER_TOKEN": " "}, "the API token is empty"),
+        ({"MLOPS_MODEL_SERVER_TOKEN": None, "MLOPS_MODEL_SERVER_TOKEN_FILE": "EMPTY"}, "is empty"),
+        ({"MLOPS_MODEL_SERVER_ADMIN_TOKEN": TOKEN}, "the admin token must differ from the API token"),
+    ],
+)
+def test_an_empty_token_refuses_to_start(setup: Setup, tmp_path: Path, env: dict[str, str | None], why: str) -> None:
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n", encoding="utf-8")
+    environ = {**os.environ, "MLOPS_MODEL_SERVER_TOKEN": TOKEN, "MLOPS_MODEL_SERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+               "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "MLOPS_LAKE_ROOT": str(tmp_path / "lake")}  # fmt: skip
+    environ.update({k: str(empty) if v == "EMPTY" else v for k, v in env.items() if v is not None})
+    environ = {k: v for k, v in environ.items() if env.get(k, "") is not None}
+    done = subprocess.run([sys.executable, "-m", "airflow_mlops.serving", "--pipelines-dir", str(setup.pipelines_dir)],
+                          env=environ, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and why in done.stdout, (done.returncode, done.stdout, done.stderr[-2000:])
+
+
+def test_a_token_file_with_a_trailing_newline_works(setup: Setup, mlflow_server: str, tmp_path: Path) -> None:
+    token_file, admin_file = tmp_path / "token", tmp_path / "admin-token"
+    token_file.write_text(f"{TOKEN}\n", encoding="utf-8")  # as `echo "$TOKEN" > file` writes it
+    admin_file.write_text(f"{ADMIN_TOKEN}\n", encoding="utf-8")
+    proc = ModelServerProcess(mlflow_server, tmp_path / "lake", setup.pipelines_dir, env={
+        "MLOPS_MODEL_SERVER_TOKEN": None, "MLOPS_MODEL_SERVER_TOKEN_FILE": str(token_file),
+        "MLOPS_MODEL_SERVER_ADMIN_TOKEN": None, "MLOPS_MODEL_SERVER_ADMIN_TOKEN_FILE": str(admin_file),
+    })  # fmt: skip
+    try:
+        assert proc.predict_rows(PIPELINE, [one_row(setup)]).status_code == 200
+        assert requests.post(f"{proc.url}/admin/reload", headers=ADMIN_AUTH, timeout=120).status_code == 200
+        bare = requests.get(f"{proc.url}/version", headers={"Authorization": "Bearer "}, timeout=10)
+        assert bare.status_code == 403
+    finally:
+        proc.stop()

@@ -45,6 +45,16 @@ def test_stack_env_configures_airflow_for_the_state_folder(tmp_path: Path) -> No
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
 
 
+def test_the_model_server_gets_an_admin_token_of_its_own(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path)
+    keys = ensure_secrets(cfg)
+    env = stack_env(cfg, keys)
+    assert env["MLOPS_MODEL_SERVER_ADMIN_TOKEN"] == keys.model_server_admin_token != keys.model_server_token
+    conn = json.loads(env["AIRFLOW_CONN_MLOPS_MODEL_SERVER"])
+    assert conn["password"] == keys.model_server_token
+    assert conn["extra"] == {"admin_token": keys.model_server_admin_token}
+
+
 def test_airflow_settings_win_over_the_stack_values(tmp_path: Path) -> None:
     cfg = make_cfg(
         tmp_path,

@@ -17,6 +17,8 @@ TAG_PREFIX = "mlops."
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_NAME = "model"
+GATE_PASSED = f"{TAG_PREFIX}gate_passed"
+"""Version tag: "true" when the version passed every quality gate (the model server serves it without an approval)."""
 MAX_DESCRIPTION_CHARS = 5000  # model_versions.description is VARCHAR(5000) on PostgreSQL/MySQL
 MAX_INPUT_TAG_CHARS = 500
 MAX_RUN_TAG_CHARS = 8000
@@ -80,7 +82,7 @@ def decision_tags(decision: GateDecision) -> dict[str, str]:
     """Gate outcome, reason, each gate and any force (who, why) as tags."""
     tags = {
         f"{TAG_PREFIX}gate_outcome": decision.outcome,
-        f"{TAG_PREFIX}gate_passed": str(decision.passed).lower(),
+        GATE_PASSED: str(decision.passed).lower(),
         f"{TAG_PREFIX}first_run": str(decision.first_run).lower(),
         f"{TAG_PREFIX}gate_reason": decision.reason,
         f"{TAG_PREFIX}gates": json.dumps([g.__dict__ for g in decision.gates], default=str),

@@ -138,7 +138,8 @@ def write_window(
 
 def log_requests(lake: Lake, champion: Champion, cfg: PipelineConfig, frame: pd.DataFrame) -> None:
     """Rows sent to the model server as JSON, scored and logged by its own inference log writer."""
-    from airflow_mlops.serving.server import InferenceLog, ServedModel
+    from airflow_mlops.serving.inference_log import InferenceLog
+    from airflow_mlops.serving.models import ServedModel
 
     spec = champion.spec
     served = ServedModel(

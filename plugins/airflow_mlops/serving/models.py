@@ -1,0 +1,219 @@
+"""The champions the model server serves: alias checks, loading, validation and the swap of each pipeline's model."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# The server is its own process, never imported by Airflow's DAG parsing: heavy imports are fine here.
+import numpy as np
+import pandas as pd
+
+from airflow_mlops.config import PipelineConfig
+from airflow_mlops.core.registry.promotion import APPROVED_BY, ROLLED_BACK
+from airflow_mlops.core.registry.tags import GATE_PASSED
+from airflow_mlops.core.registry.tracking import CHAMPION, RetryPolicy, Tracking, load_local_model
+from airflow_mlops.core.train import training
+from airflow_mlops.serving import fastpath
+
+log = logging.getLogger("airflow_mlops.serving")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded, validated model version: what a request predicts with from start to end."""
+
+    pipeline: str
+    name: str
+    version: str
+    run_id: str | None
+    model: Any
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    loaded_at: str
+    fast: fastpath.FastPath | None = None  # None: every request goes through the sklearn pipeline
+    scoring: str = "sklearn pipeline"  # how requests are scored, and why not the fast path
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.categorical, *self.numeric)
+
+
+@dataclass
+class PipelineState:
+    """The served model of one pipeline (swapped as a single reference) and the last check's outcome."""
+
+    cfg: PipelineConfig
+    name: str
+    served: ServedModel | None = None
+    champion_version: str | None = None
+    failed_version: str | None = None
+    error: str | None = None
+    checked_at: str | None = None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class NotServable(Exception):
+    """A champion version the server refuses whatever its model: unapproved, or rolled back."""
+
+
+def refusal(tags: Mapping[str, str]) -> str | None:
+    """Why a version must not be served (None: it may be): the deploy side gates each version and records
+    approvals and rollbacks on it; an alias moved by hand in MLflow skips those, hence checked here again."""
+    if ROLLED_BACK in tags:
+        return f"it was rolled back ({ROLLED_BACK}: {tags[ROLLED_BACK][:200]})"
+    if tags.get(GATE_PASSED) != "true" and not tags.get(APPROVED_BY):
+        return f"it carries neither passed quality gates ({GATE_PASSED}=true) nor a recorded approval ({APPROVED_BY})"
+    return None
+
+
+def model_columns(model: Any, cfg: PipelineConfig) -> tuple[list[str], list[str]]:
+    """Categorical and numeric inputs: from the model's FeatureFrame step, else from the config."""
+    steps = getattr(model, "steps", None)
+    if steps:
+        first = steps[0][1]
+        if isinstance(first, training.FeatureFrame):
+            return list(first.categorical), list(first.numeric)
+    spec = training.feature_spec(cfg)
+    return spec.categorical, spec.numeric
+
+
+def validate_model(model: Any, categorical: Sequence[str], numeric: Sequence[str], example: Any) -> None:
+    """Predict on the stored input example and on an all-missing row; raise ValueError unless both give
+    one probability in [0, 1] per row."""
+    frames = []
+    if isinstance(example, pd.DataFrame) and len(example):
+        frames.append(example)
+    frames.append(pd.DataFrame([dict.fromkeys([*categorical, *numeric])]))
+    for frame in frames:
+        with training.thread_limit(1):
+            scores = training.positive_scores(model, frame)
+        if scores.shape != (len(frame),) or not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:
+            raise ValueError(f"validation prediction on {len(frame)} row(s) gave {scores.tolist()[:5]}")
+
+
+class ModelStore:
+    """The champions of all pipelines: checks the aliases, loads and validates new versions, swaps them in."""
+
+    def __init__(self, configs: Sequence[PipelineConfig], tracking_uri: str) -> None:
+        import mlflow
+
+        self.tracking_uri = tracking_uri
+        # models:/ downloads resolve through MLflow's global registry URI; this process talks to one server.
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        # Short retries: a registry outage must not hold the poller (the old models keep serving meanwhile).
+        self.tracking = Tracking(tracking_uri, retry=RetryPolicy(max_seconds=10.0, initial_backoff=1.0))
+        self.states = {cfg.name: PipelineState(cfg, cfg.train.model_name(cfg.name)) for cfg in configs}
+        self._lock = threading.Lock()
+        self.swaps = 0
+        self.failures = 0  # versions that failed to load or validate, or were refused
+
+    def check_all(self, force: bool = False) -> None:
+        """Check every pipeline's champion alias; `force` also retries a version that failed before."""
+        with self._lock:  # the poller and /admin/reload never load the same version twice at once
+            for state in self.states.values():
+                try:
+                    self._check(state, force)
+                except Exception as exc:  # never let one pipeline (or an outage) stop the poller
+                    state.error = f"checking alias {CHAMPION!r} of {state.name!r} failed: {exc}"
+                    log.warning("%s", state.error)
+                state.checked_at = now()
+
+    def _check(self, state: PipelineState, force: bool) -> None:
+        version = self.tracking.alias_version(state.name, CHAMPION)
+        state.champion_version = version
+        if version is None:
+            if state.served is not None:  # e.g. a first deployment rolled back: no version is champion now
+                log.warning("pipeline %s: alias %r removed, no longer serving version %s", state.cfg.name,
+                            CHAMPION, state.served.version)  # fmt: skip
+                state.served = None
+            state.error = f"registered model {state.name!r} has no {CHAMPION!r} alias"
+            return
+        if state.served is not None and state.served.version == version:
+            state.error = None
+            state.failed_version = None
+            return
+        if version == state.failed_version and not force:
+            return  # already refused; /admin/reload retries it
+        try:
+            served = self._load(state, version)
+        except Exception as exc:
+            self.failures += 1
+            state.failed_version = version
+            state.error = f"version {version} of {state.name!r} was not swapped in: {type(exc).__name__}: {exc}"
+            log.error("%s", state.error)
+            return
+        state.served = served  # the swap: one reference; requests in flight keep the model they took
+        state.failed_version = None
+        state.error = None
+        self.swaps += 1
+        log.info("pipeline %s now serves %s version %s", state.cfg.name, state.name, version)
+
+    def _load(self, state: PipelineState, version: str) -> ServedModel:
+        import mlflow
+        from mlflow.models import Model
+
+        uri = f"models:/{state.name}/{version}"
+        mv = self.tracking.client.get_model_version(state.name, version)
+        why = refusal(dict(mv.tags or {}))
+        if why is not None:
+            raise NotServable(f"refused to serve {state.name} v{version}: {why}")
+        with tempfile.TemporaryDirectory(prefix="mlops-serve-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            model = load_local_model(local, state.cfg.train.model.trusted_types, where=uri)
+            try:
+                example = Model.load(str(local)).load_input_example(str(local))
+            except Exception as exc:  # a broken example is a broken model version
+                raise ValueError(f"cannot read the input example of {uri}: {exc}") from exc
+        categorical, numeric = model_columns(model, state.cfg)
+        validate_model(model, categorical, numeric, example)
+        # The fast path is compared with the sklearn path here; a model it cannot replay exactly is still
+        # served, through the pipeline.
+        fast, detail = fastpath.compile_pipeline(model, categorical, numeric, example)
+        if fast is None:
+            scoring = f"sklearn pipeline (no fast path: {detail})"
+            log.warning("%s version %s: scored through the sklearn pipeline, no fast path: %s", state.name, version,
+                        detail)  # fmt: skip
+        else:
+            scoring = f"fast path ({detail})"
+            log.info("%s version %s: fast path (%s)", state.name, version, detail)
+        return ServedModel(
+            pipeline=state.cfg.name,
+            name=state.name,
+            version=version,
+            run_id=mv.run_id,
+            model=model,
+            categorical=tuple(categorical),
+            numeric=tuple(numeric),
+            loaded_at=now(),
+            fast=fast,
+            scoring=scoring,
+        )
+
+    def versions(self) -> dict[str, Any]:
+        """Per pipeline: model name, version served, when it was loaded, the champion alias and any failure."""
+        out: dict[str, Any] = {}
+        for pipeline, state in self.states.items():
+            served = state.served
+            out[pipeline] = {
+                "model_name": state.name,
+                "version": served.version if served else None,
+                "loaded_at": served.loaded_at if served else None,
+                "run_id": served.run_id if served else None,
+                "scoring": served.scoring if served else None,
+                "champion_version": state.champion_version,
+                "failed_version": state.failed_version,
+                "error": state.error,
+                "checked_at": state.checked_at,
+            }
+        return out
