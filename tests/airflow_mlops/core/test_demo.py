@@ -177,3 +177,55 @@ def test_fed_lake_fixture(fed_lake: Callable[[Iterable[str]], Lake]) -> None:
         ["weather", "2013-03-01.csv"],
         ["weather", "2013-03-02.csv"],
     ]
+
+
+def test_replicated_day_repeats_every_flight_under_free_numbers() -> None:
+    day = demo.day_csv("flights", "2013-01-15")
+    scaled = demo.replicate_flights(day, 10)
+    original, lines = day.split(b"\n")[:-1], scaled.split(b"\n")
+    assert lines[-1] == b"" and len(lines) - 2 == 10 * (len(original) - 1)
+    assert lines[: len(original)] == original  # the real day first, byte for byte
+    df, base = pd.read_csv(io.BytesIO(scaled)), pd.read_csv(io.BytesIO(day))
+    assert not df.duplicated(["carrier", "flight", "origin"]).any()
+    assert df.flight.between(1, 9999).all()
+    n = len(base)
+    for copy in range(1, 10):
+        block = df.iloc[copy * n : (copy + 1) * n].reset_index(drop=True)
+        pd.testing.assert_frame_equal(block.drop(columns="flight"), base.drop(columns="flight"))
+        # A copy takes numbers its carrier does not fly from that origin that day.
+        real = set(zip(base.carrier, base.flight, base.origin, strict=True))
+        assert not real & set(zip(block.carrier, block.flight, block.origin, strict=True))
+
+
+def test_replicate_factor_one_and_bad_input() -> None:
+    day = demo.day_csv("flights", "2013-01-15")
+    assert demo.replicate_flights(day, 1) == day
+    with pytest.raises(demo.DemoDataError, match="whole number >= 1"):
+        demo.replicate_flights(day, 0)
+    with pytest.raises(demo.DemoDataError, match="not a flights CSV"):
+        demo.replicate_flights(demo.day_csv("weather", "2013-01-15"), 2)
+    crowded = b"carrier,flight,origin\n" + b"".join(b"AA,%d,JFK\n" % n for n in range(1, 5000)) + b"UA,1,JFK\n"
+    assert len(demo.replicate_flights(crowded, 2).split(b"\n")) == 2 * 5000 + 2
+    with pytest.raises(demo.DemoDataError, match="flights of AA at JFK need more than 9999 flight numbers"):
+        demo.replicate_flights(crowded, 3)
+
+
+def test_scaled_days_land_and_build_scaled_features(lake_root: Path, flights_cfg: PipelineConfig) -> None:
+    from airflow_mlops.core.ingest.steps import build_feature_partition, ingest_source
+
+    lake = open_lake(str(lake_root))
+    demo.feed_range(lake, flights_cfg, "2013-01-15", "2013-01-16", scale=3)
+    landing = lake.uri("landing", "flight_delays")
+    for ds in ("2013-01-15", "2013-01-16"):
+        assert lake.read_bytes(f"{landing}/weather/{ds}.csv") == demo.day_csv("weather", ds)
+        flights = lake.read_bytes(f"{landing}/flights/{ds}.csv")
+        assert flights == demo.replicate_flights(demo.day_csv("flights", ds), 3)
+    for source in flights_cfg.sources:
+        ingest_source(lake, flights_cfg, source, "2013-01-15")
+    features = lake.read_parquet(build_feature_partition(lake, flights_cfg, "2013-01-15").uri)
+    base = demo.load_source_table("flights").query("month == 1 and day == 15")
+    assert len(features) == 3 * len(base)
+    # Each real flight's features (weather and plane joined) appear three times, the flight number aside.
+    others = [c for c in features.columns if c != "flight"]
+    counts = features[others].astype(str).value_counts()
+    assert set(counts) == {3}
