@@ -31,7 +31,13 @@ from airflow_mlops.config import (  # noqa: E402
     expressions,
     parse_pipeline,
 )
-from airflow_mlops.config.train import DENIED_MODULES  # noqa: E402
+from airflow_mlops.config.train import (  # noqa: E402
+    DEFAULT_PRIMARY,
+    DENIED_MODULES,
+    LOWER_IS_BETTER,
+    METRIC_NAMES,
+    TASK_METRICS,
+)
 from airflow_mlops.stack.settings import parse_settings  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
@@ -389,8 +395,9 @@ Refused, among others: any other attribute or method (`x.values`, `x.__class__`,
 call (`eval`, `open`, `__import__`), `@` variables, indexing `x[0]`, `lambda`, comprehensions, `if`-`else`
 (use `where`), f-strings, `:=`, `is`, `in` (use `isin`), bit shifts, `None`, an expression that uses no
 column, one longer than %MAX_CHARS% characters, with more than %MAX_NODES% parts or nested deeper than
-%MAX_DEPTH% levels, and mixing kinds (`carrier + 1`, `distance.dt.hour`). `label.expr` and `label.known`
-must give conditions.
+%MAX_DEPTH% levels, and mixing kinds (`carrier + 1`, `distance.dt.hour`). `label.known` must give a
+condition; `label.expr` what `train.task` learns: a condition (binary), a number (regression), a text or a
+whole number (multiclass, e.g. `where(arr_delay > 60, 'late', where(arr_delay > 15, 'delayed', 'on_time'))`).
 
 The demo's `plane_age: year - plane_year`, `day_of_week: time_hour.dt.dayofweek`,
 `expr: arr_delay > 15` and `known: arr_delay.notna()` give the values `DataFrame.eval` gave before this
@@ -517,7 +524,8 @@ loaded:
   declared columns of that source, and the `keys` declared columns of the base source too.
 - `features.derived`, `features.label.expr` and `features.label.known` must be valid
   [expressions](#expressions) over the base and joined columns (a derived feature may use the ones
-  derived before it); `label.expr` and `label.known` must give conditions.
+  derived before it); `label.known` must give a condition and `label.expr` the label of `train.task`
+  ([task types](#task-types)).
 - `end_date`, when set, must not be before `start_date`.
 - `ingest.schedule`, `train.schedule` and `monitor.schedule` must be a cron expression of 5 fields or one
   of Airflow's presets (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@quarterly`, `@yearly`).
@@ -576,9 +584,27 @@ TRAIN_RULES = """\
   `low` above 0; `randint`: whole bounds).
 - `train.model.estimator` must be an import path such as `package.module.Class` in `sklearn` or in a
   package listed under `train.model.allowed_modules` (nothing else is ever imported), and when the
-  model is built it must be a scikit-learn classifier with `predict_proba`. `train.model.trusted_types`
+  model is built it must suit `train.task`: a scikit-learn classifier with `predict_proba` (binary,
+  multiclass) or regressor (regression). `train.metric.primary` must be a metric of `train.task`.
+  `train.model.trusted_types`
   must be type paths. Neither key may name anything in %DENIED%: their objects run commands, touch files
   or import code.
+"""
+
+TASK_TYPES = """\
+### Task types
+
+`train.task` says what the model learns; it changes the label, the metrics, the outputs and the plots.
+`binary` is the default: a file without `train.task` trains as before.
+
+%TABLE%
+
+All tasks also plot the permutation importance, gate on the primary metric (its slice disparity too) and
+monitor it on matured labels.
+Lower is better for %LOWER%: `min_primary` is then a ceiling and `min_improvement` counts a decrease as a
+gain. `roc_auc_ovr` is the mean one-vs-rest ROC AUC over the
+classes present in the rows scored (undefined with one class); a multiclass label the model never saw counts
+as a wrong prediction. `threshold` is used by binary only.
 """
 
 EXAMPLE_INTRO = """\
@@ -707,6 +733,55 @@ def fill(template: str, **values: str) -> str:
     return template
 
 
+TASK_ROWS: list[tuple[str, str, str, str]] = [
+    (
+        "`features.label.expr` gives",
+        "a condition (stored as nullable boolean)",
+        "a text or a whole number (stored as `string` or `Int64`)",
+        "a number (stored as `Float64`)",
+    ),
+    ("estimators", "classifiers with `predict_proba`", "classifiers with `predict_proba`", "regressors"),
+    (
+        "default estimator",
+        "`HistGradientBoostingClassifier`",
+        "`HistGradientBoostingClassifier`",
+        "`HistGradientBoostingRegressor`",
+    ),
+    ("metrics (default primary first)", "%BINARY%", "%MULTICLASS%", "%REGRESSION%"),
+    (
+        "batch score columns (`predictions/`)",
+        "`prediction`: probability of true",
+        "`prediction`: most probable class; `proba.<class>`: each class's probability",
+        "`prediction`: the value",
+    ),
+    (
+        "model server answer, per row (`core.train.tasks.served_predictions`)",
+        "the probability of true",
+        '`{"prediction": class, "probabilities": {class: p}}`',
+        "the value",
+    ),
+    ("MLflow pyfunc output", "`predict_proba`, 2 columns", "`predict_proba`, one column per class", "`predict`"),
+    (
+        "evaluation plots",
+        "ROC, precision-recall, calibration, confusion matrix at `threshold`",
+        "confusion matrix of the most probable class",
+        "residuals, predicted vs actual",
+    ),
+]
+"""What differs by train.task, one row per aspect (binary, multiclass, regression)."""
+
+
+def task_table() -> str:
+    lines = ["| | binary | multiclass | regression |", "|---|---|---|---|"]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in TASK_ROWS)])
+
+
+def _metric_list(task: str) -> str:
+    """The task's metrics, its default primary metric first, as code."""
+    names = sorted(TASK_METRICS[task], key=lambda m: m != DEFAULT_PRIMARY[task])
+    return ", ".join(f"`{m}`" for m in names)
+
+
 def render() -> str:
     """The whole page."""
     example = EXAMPLE.read_text(encoding="utf-8")
@@ -717,6 +792,11 @@ def render() -> str:
             REGENERATE=REGENERATE,
             ERROR=error,
             TRAIN_RULES=fill(TRAIN_RULES, DENIED=", ".join(f"`{m}`" for m in sorted(DENIED_MODULES))),
+        ),
+        fill(
+            TASK_TYPES.replace("%TABLE%", task_table()),
+            **{task.upper(): _metric_list(task) for task in TASK_METRICS},
+            LOWER=", ".join(f"`{m}`" for m in METRIC_NAMES if m in LOWER_IS_BETTER),
         ),
         render_expressions(),
         render_reference(),

@@ -404,7 +404,7 @@ class ModelServerHook(BaseHook):  # type: ignore[misc]
         base, headers = self.get_endpoint()
         with httpx.Client(base_url=base, headers=headers, timeout=timeout) as client:
 
-            def predict(rows: list[dict[str, Any]]) -> tuple[list[float], str]:
+            def predict(rows: list[dict[str, Any]]) -> tuple[list[Any], str]:
                 resp = client.post(f"/predict/{pipeline}", json={"rows": rows})
                 if resp.status_code != 200:
                     raise ModelServerError(f"/predict/{pipeline} answered HTTP {resp.status_code}: {resp.text[:500]}")

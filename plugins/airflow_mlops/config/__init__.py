@@ -189,13 +189,13 @@ class PipelineConfig(Strict):
             )
         if problems:
             return problems
-        self._compiled, problems = compile_features(spec, kinds)
+        self._compiled, problems = compile_features(spec, kinds, self.train.task)
         return problems
 
     @property
     def compiled_features(self) -> CompiledFeatures:
         """The parsed expressions of `features` (parsed when the config was loaded)."""
-        if self._compiled is None or not self._compiled.matches(self.features):
+        if self._compiled is None or not self._compiled.matches(self.features, self.train.task):
             # A copy made with other expressions (model_copy does not validate): parse them now.
             problems = self._feature_problems()
             if problems or self._compiled is None:

@@ -26,7 +26,12 @@ class LabelConfig(Strict):
     """The training label, computed from base columns."""
 
     name: str = Field(description="Column name of the label in the feature store.")
-    expr: str = Field(description="Expression giving the label (a condition), e.g. `arr_delay > 15`.")
+    expr: str = Field(
+        description=(
+            "Expression giving the label: a condition for train.task binary (e.g. `arr_delay > 15`), a number for"
+            " regression (e.g. `arr_delay`), a text or whole number for multiclass."
+        )
+    )
     known: str | None = Field(
         None, description="Expression true where the label is known; elsewhere the label is null."
     )
@@ -56,21 +61,32 @@ class CompiledFeatures:
     derived: dict[str, Expression]
     label: Expression
     known: Expression | None
+    task: str = "binary"
 
-    def matches(self, features: FeaturesConfig) -> bool:
-        """Whether these were parsed from this section's texts (a copied config may have other ones)."""
+    def matches(self, features: FeaturesConfig, task: str = "binary") -> bool:
+        """Whether these were parsed from this section's texts for `task` (a copied config may have other ones)."""
         return (
-            {k: e.text for k, e in self.derived.items()} == features.derived
+            task == self.task
+            and {k: e.text for k, e in self.derived.items()} == features.derived
             and self.label.text == features.label.expr
             and (self.known.text if self.known else None) == features.label.known
         )
 
 
+LABEL_KINDS: dict[str, tuple[tuple[Kind, ...], str]] = {
+    "binary": (("bool",), "a condition (train.task binary)"),
+    "multiclass": (("string", "number"), "a text or a number (train.task multiclass)"),
+    "regression": (("number",), "a number (train.task regression)"),
+}
+"""What the label expression must give for each train.task."""
+
+
 def compile_features(
-    features: FeaturesConfig, columns: Mapping[str, Kind]
+    features: FeaturesConfig, columns: Mapping[str, Kind], task: str = "binary"
 ) -> tuple[CompiledFeatures | None, list[tuple[Loc, str]]]:
     """Parse every expression of the section over the base and joined `columns`; each derived feature may
-    use the ones before it. Returns the compiled section (None when any is refused) and the problems."""
+    use the ones before it; the label must suit `task`. Returns the compiled section (None when any is
+    refused) and the problems."""
     problems: list[tuple[Loc, str]] = []
     known_columns: dict[str, Kind] = dict(columns)
     derived: dict[str, Expression] = {}
@@ -93,10 +109,11 @@ def compile_features(
             return None
         return expression
 
-    label = parse(("features", "label", "expr"), features.label.expr, ("bool",), "a condition")
+    label_kinds, label_what = LABEL_KINDS[task]
+    label = parse(("features", "label", "expr"), features.label.expr, label_kinds, label_what)
     known = None
     if features.label.known is not None:
         known = parse(("features", "label", "known"), features.label.known, ("bool",), "a condition")
     if problems or label is None:
         return None, problems
-    return CompiledFeatures(derived, label, known), problems
+    return CompiledFeatures(derived, label, known, task), problems

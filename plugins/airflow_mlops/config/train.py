@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from airflow_mlops.config.schema import DOTTED_NAME, Name, Strict, check_schedule
 
 Scalar = str | int | float | bool | None
-MetricName = Literal["roc_auc", "average_precision", "log_loss", "brier", "accuracy", "f1", "precision", "recall"]
-METRIC_NAMES: tuple[str, ...] = (
+Task = Literal["binary", "multiclass", "regression"]
+MetricName = Literal[
     "roc_auc",
     "average_precision",
     "log_loss",
@@ -20,8 +20,29 @@ METRIC_NAMES: tuple[str, ...] = (
     "f1",
     "precision",
     "recall",
-)
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+    "f1_macro",
+    "roc_auc_ovr",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
+]
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("roc_auc", "average_precision", "log_loss", "brier", "accuracy", "f1", "precision", "recall"),
+    "multiclass": ("log_loss", "accuracy", "f1_macro", "roc_auc_ovr"),
+    "regression": ("rmse", "mae", "r2", "mape"),
+}
+"""The metrics computed for each task type, in report order."""
+METRIC_NAMES: tuple[str, ...] = tuple(dict.fromkeys(m for names in TASK_METRICS.values() for m in names))
+DEFAULT_PRIMARY: dict[str, str] = {"binary": "roc_auc", "multiclass": "roc_auc_ovr", "regression": "r2"}
+"""The primary metric of each task when `train.metric.primary` is not given (all higher-is-better, in 0..1)."""
+DEFAULT_ESTIMATOR: dict[str, str] = {
+    "binary": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "multiclass": "sklearn.ensemble.HistGradientBoostingClassifier",
+    "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+}
+"""The estimator of each task when `train.model.estimator` is not given."""
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae", "mape"})
 """Metrics where a smaller value is better; the gates compare them the other way round."""
 
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -108,7 +129,9 @@ class ModelConfig(Strict):
     estimator: str = Field(
         default="sklearn.ensemble.HistGradientBoostingClassifier",
         description=(
-            "Import path of a classifier with predict_proba, in `sklearn` or in a package of `allowed_modules`."
+            "Import path of the estimator, in `sklearn` or in a package of `allowed_modules`: a classifier with"
+            " predict_proba for binary and multiclass, a regressor for regression (default for regression:"
+            " `sklearn.ensemble.HistGradientBoostingRegressor`)."
         ),
     )
     params: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict, description="Estimator parameters.")
@@ -198,9 +221,19 @@ class ModelConfig(Strict):
 class MetricConfig(Strict):
     """The metric that ranks models and the threshold of the label metrics."""
 
-    primary: MetricName = Field(default="roc_auc", description="Ranks search candidates and drives the gates.")
+    primary: MetricName = Field(
+        default="roc_auc",
+        description=(
+            "Ranks search candidates and drives the gates; one of the task's metrics. binary: roc_auc,"
+            " average_precision, log_loss, brier, accuracy, f1, precision, recall; multiclass: log_loss, accuracy,"
+            " f1_macro, roc_auc_ovr (default); regression: rmse, mae, r2 (default), mape."
+        ),
+    )
     threshold: float = Field(
-        default=0.5, gt=0, lt=1, description="Probability from which a row is predicted positive (accuracy, f1, ...)."
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="binary: probability from which a row is predicted positive (accuracy, f1, ...).",
     )
 
 
@@ -208,7 +241,11 @@ class GatesConfig(Strict):
     """Quality gates a challenger must pass to get the `challenger` alias; null disables a gate."""
 
     min_primary: float | None = Field(
-        default=0.6, description="Floor of the primary metric on the holdout (a ceiling for log_loss and brier)."
+        default=0.6,
+        description=(
+            "Floor of the primary metric on the holdout (a ceiling for the lower-is-better ones: log_loss, brier,"
+            " rmse, mae, mape)."
+        ),
     )
     min_improvement: float | None = Field(
         default=0.0,
@@ -234,6 +271,14 @@ class TrainConfig(Strict):
     )
 
     _schedule = field_validator("schedule")(check_schedule)
+    task: Task = Field(
+        default="binary",
+        description=(
+            "binary: the label is a condition, the model gives the probability of true; multiclass: the label is"
+            " a text or whole number with a few values, the model gives a probability per class; regression:"
+            " the label is a number, the model predicts it."
+        ),
+    )
     window_days: int = Field(default=60, ge=3, le=3660, description="Days of features up to the logical date.")
     validation_days: int = Field(default=7, ge=0, description="Days before the holdout used to rank search candidates.")
     holdout_days: int = Field(default=7, ge=1, description="Latest days of the window, scored for the gates.")
@@ -247,6 +292,25 @@ class TrainConfig(Strict):
         default=None, description="MLflow registered model; default: the pipeline name."
     )
     trigger_deploy: bool = Field(default=False, description="Trigger <p>__deploy with the version when the gates pass.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, data: Any) -> Any:
+        """The estimator and primary metric of the task when the YAML leaves them out."""
+        task = data.get("task") if isinstance(data, dict) else None
+        if task not in TASK_METRICS or task == "binary":  # binary: the field defaults are its defaults
+            return data
+        out = dict(data)
+        defaults = (("model", "estimator", DEFAULT_ESTIMATOR), ("metric", "primary", DEFAULT_PRIMARY))
+        for section, key, default in defaults:
+            given = out.get(section)
+            if given is None:
+                out[section] = {key: default[task]}
+            elif isinstance(given, dict) and key not in given:
+                out[section] = {**given, key: default[task]}
+            elif isinstance(given, Strict) and key not in given.model_fields_set:
+                out[section] = given.model_copy(update={key: default[task]})
+        return out
 
     @model_validator(mode="after")
     def _window_fits(self) -> TrainConfig:
@@ -273,6 +337,14 @@ def train_cross_check(
     `PipelineConfig` calls it from its cross-reference check so the error names the key.
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
+    if train.metric.primary not in TASK_METRICS[train.task]:
+        problems.append(
+            (
+                ("train", "metric", "primary"),
+                f"{train.metric.primary!r} is not a {train.task} metric "
+                f"(use one of {', '.join(TASK_METRICS[train.task])})",
+            )
+        )
     usable = [*feature_columns, *key_columns]
     for i, col in enumerate(train.gates.slice_columns):
         if col not in usable:

@@ -10,6 +10,7 @@ from airflow_mlops.core.lake.hashing import frame_hash
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.registry.tracking import Tracking
 from airflow_mlops.core.train import training as tr
+from airflow_mlops.core.train.tasks import check_model, predict_frame
 
 
 class NoChampion(RuntimeError):
@@ -17,17 +18,24 @@ class NoChampion(RuntimeError):
 
 
 def score_partition(lake: Lake, cfg: PipelineConfig, tracking: Tracking, ds: str) -> dict[str, Any]:
-    """Write predictions/<p>/date=<ds>/ from the features of `ds`; a rerun replaces the partition."""
+    """Write predictions/<p>/date=<ds>/ from the features of `ds`; a rerun replaces the partition.
+
+    Columns: ds, key, timestamp, `prediction` (core.train.tasks.predict_frame: P(label true), the predicted
+    class or value), for multiclass a `proba.<class>` column per class, model_name and model_version.
+    """
     name = cfg.train.model_name(cfg.name)
     loaded = tracking.load_champion(name, cfg.train.model.trusted_types)
     if loaded is None:
         raise NoChampion(f"model {name!r} has no champion yet: deploy a version before scoring")
     features = lake.read_parquet(lake.uri(paths.features(cfg.name, ds)))
     spec = tr.feature_spec(cfg, features)
+    task = cfg.train.task
+    check_model(loaded.model, task)
     with tr.thread_limit(cfg.train.model.threads):
-        scores = tr.positive_scores(loaded.model, features[spec.columns])
+        predicted = predict_frame(loaded.model, features[spec.columns], task)
     out = features[["ds", *cfg.features.key, cfg.features.timestamp]].copy()
-    out["prediction"] = scores
+    for col in predicted.columns:  # prediction, and the class probabilities of a multiclass model
+        out[col] = predicted[col].to_numpy()
     out["model_name"] = name
     out["model_version"] = loaded.version
     uri = lake.uri(paths.predictions(cfg.name, ds))

@@ -280,11 +280,36 @@ def test_an_unknown_column_is_a_load_error_with_the_line(tmp_path: Path) -> None
     assert "unknown column 'air_tme'" in problem.message and "`air_tme`" in problem.message
 
 
-@pytest.mark.parametrize(("expr", "kind"), [("carrier", "string"), ("arr_delay", "number")])
-def test_a_label_must_be_a_condition(tmp_path: Path, expr: str, kind: str) -> None:
-    path = write_config(tmp_path, lambda d: d["features"]["label"].update(expr=expr))
-    with pytest.raises(PipelineConfigError, match=rf"features\.label\.expr: must be a condition, but gives a {kind}"):
+@pytest.mark.parametrize(
+    ("task", "expr", "wanted", "kind"),
+    [
+        ("binary", "carrier", "a condition", "string"),
+        ("binary", "arr_delay", "a condition", "number"),
+        ("regression", "carrier", "a number", "string"),
+        ("regression", "arr_delay > 15", "a number", "bool"),
+        ("multiclass", "arr_delay > 15", "a text or a number", "bool"),
+    ],
+)
+def test_the_label_must_suit_the_task(tmp_path: Path, task: str, expr: str, wanted: str, kind: str) -> None:
+    def mutate(d: dict) -> None:
+        d["features"]["label"].update(expr=expr)
+        d["train"] = {"task": task, "min_rows": 10}
+
+    path = write_config(tmp_path, mutate)
+    with pytest.raises(
+        PipelineConfigError, match=rf"features\.label\.expr: must be {wanted} \(train.task {task}\), but gives a {kind}"
+    ):
         load_pipeline(path)
+
+
+@pytest.mark.parametrize(("task", "expr"), [("regression", "arr_delay"), ("multiclass", "carrier")])
+def test_a_label_of_the_task_loads(tmp_path: Path, task: str, expr: str) -> None:
+    def mutate(d: dict) -> None:
+        d["features"]["label"].update(expr=expr)
+        d["train"] = {"task": task, "min_rows": 10}
+
+    cfg = load_pipeline(write_config(tmp_path, mutate))
+    assert cfg.train.task == task and cfg.compiled_features.label.text == expr
 
 
 def test_derived_features_may_use_earlier_ones_only(tmp_path: Path) -> None:

@@ -122,3 +122,39 @@ def test_cross_check_names_unknown_slice_column() -> None:
         )
         == []
     )
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator", "primary"),
+    [
+        ("binary", "sklearn.ensemble.HistGradientBoostingClassifier", "roc_auc"),
+        ("multiclass", "sklearn.ensemble.HistGradientBoostingClassifier", "roc_auc_ovr"),
+        ("regression", "sklearn.ensemble.HistGradientBoostingRegressor", "r2"),
+    ],
+)
+def test_each_task_has_its_default_estimator_and_primary_metric(task: str, estimator: str, primary: str) -> None:
+    train = TrainConfig.model_validate({"task": task, "model": {"params": {"max_iter": 5}}, "metric": {}})
+    assert (train.task, train.model.estimator, train.metric.primary) == (task, estimator, primary)
+    assert train.model.params == {"max_iter": 5}
+    given = TrainConfig.model_validate({"task": task, "model": {"estimator": "sklearn.linear_model.Ridge"}})
+    assert given.model.estimator == "sklearn.linear_model.Ridge"  # what the YAML says wins
+
+
+def test_the_binary_default_is_todays_section() -> None:
+    assert TrainConfig() == TrainConfig.model_validate({"task": "binary"})
+    assert TrainConfig().task == "binary"
+
+
+@pytest.mark.parametrize(("task", "primary"), [("regression", "roc_auc"), ("binary", "rmse"), ("multiclass", "f1")])
+def test_a_primary_metric_of_another_task_names_the_key(task: str, primary: str) -> None:
+    train = TrainConfig.model_validate({"task": task, "metric": {"primary": primary}})
+    [(key, message)] = train_cross_check(train, ["carrier"], ["flight"])
+    assert key == ("train", "metric", "primary")
+    assert message.startswith(f"{primary!r} is not a {task} metric (use one of ")
+
+
+def test_lower_is_better_covers_the_error_metrics() -> None:
+    from airflow_mlops.config.train import LOWER_IS_BETTER, METRIC_NAMES, TASK_METRICS
+
+    assert {"log_loss", "brier", "rmse", "mae", "mape"} == LOWER_IS_BETTER
+    assert set(METRIC_NAMES) == {m for names in TASK_METRICS.values() for m in names}

@@ -8,8 +8,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Predict = Callable[[list[dict[str, Any]]], tuple[list[float], str]]
-"""Sends rows to the server; returns its predictions and the model version that answered."""
+from airflow_mlops.core.train.tasks import prediction_difference
+
+Predict = Callable[[list[dict[str, Any]]], tuple[list[Any], str]]
+"""Sends rows to the server; returns its predictions (numbers, or per-class objects for multiclass) and the
+model version that answered."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,17 @@ def percentile(values: Sequence[float], q: float) -> float:
 def smoke_test(
     predict: Predict,
     rows: list[dict[str, Any]],
-    expected: Sequence[float],
+    expected: Sequence[Any],
     version: str,
     latency_budget_ms: float,
     tolerance: float = 1e-6,
     latency_requests: int = 30,
 ) -> SmokeResult:
-    """Check the served model on sample rows whose offline predictions are `expected`."""
+    """Check the served model on sample rows whose offline predictions are `expected`.
+
+    Predictions are compared with `tasks.prediction_difference`: numbers within `tolerance`; a multiclass
+    prediction must name the same class and each class probability be within `tolerance`.
+    """
     if not rows or len(rows) != len(expected):
         raise ValueError(
             f"smoke test needs rows and one expected prediction per row, got {len(rows)} and {len(expected)}"
@@ -55,7 +62,7 @@ def smoke_test(
     if len(got) != len(rows):
         problems.append(f"{len(got)} predictions for {len(rows)} rows")
     else:
-        diff = max(abs(float(g) - float(e)) for g, e in zip(got, expected, strict=True))
+        diff = max(prediction_difference(g, e) for g, e in zip(got, expected, strict=True))
         if not diff <= tolerance:
             problems.append(f"predictions differ from offline ones by up to {diff:.3g} (tolerance {tolerance:g})")
     latencies = []

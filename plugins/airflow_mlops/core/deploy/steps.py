@@ -13,6 +13,7 @@ from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.registry import promotion
 from airflow_mlops.core.registry.tracking import CHALLENGER, CHAMPION, TAG_PREFIX, Tracking, metric_key
 from airflow_mlops.core.train import training as tr
+from airflow_mlops.core.train.tasks import served_predictions
 
 
 class DeployRefused(ValueError):
@@ -196,7 +197,8 @@ class SmokeSample:
     """Holdout rows of a version's training window as the server takes them, and its offline predictions."""
 
     rows: list[dict[str, Any]]
-    expected: list[float]
+    expected: list[Any]
+    """The server's predictions of the rows as the offline model gives them (core.train.tasks.served_predictions)."""
 
 
 def _json_value(value: Any) -> Any:
@@ -224,9 +226,9 @@ def smoke_sample(lake: Lake, tracking: Tracking, cfg: PipelineConfig, version: s
         )
     model = tracking.load_model(f"models:/{name}/{version}", cfg.train.model.trusted_types)
     with tr.thread_limit(cfg.train.model.threads):
-        expected = tr.positive_scores(model, sample).tolist()
+        expected = served_predictions(model, sample, cfg.train.task)
     records = [{str(k): _json_value(v) for k, v in row.items()} for row in sample.to_dict("records")]
-    return SmokeSample(records, [float(e) for e in expected])
+    return SmokeSample(records, expected)
 
 
 def run_smoke_test(sample: SmokeSample, predict: Predict, version: str, cfg: PipelineConfig) -> SmokeResult:

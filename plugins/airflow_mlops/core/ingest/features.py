@@ -25,11 +25,27 @@ def _evaluate(df: pd.DataFrame, expression: Expression, what: str) -> pd.Series:
     return result
 
 
+def _label(values: pd.Series, task: str, name: str) -> pd.Series:
+    """The label as the feature store keeps it: nullable boolean (binary), Float64 (regression), and for
+    multiclass text or whole numbers (Int64)."""
+    if task == "binary":
+        return values.astype("boolean")
+    if task == "regression" or pd.api.types.is_numeric_dtype(values.dtype):
+        number = pd.to_numeric(values).astype("Float64")
+        if task == "regression":
+            return number
+        whole = number.isna() | (number == number.round())
+        if not bool(whole.all()):
+            raise FeatureBuildError(f"label {name!r}: a multiclass label must be a text or a whole number")
+        return number.astype("Int64")
+    return values.astype("string")
+
+
 def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Feature rows of one logical date from validated source frames keyed by source name.
 
-    Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean,
-    null where the label is not known yet).
+    Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean for
+    train.task binary, Float64 for regression, text or Int64 for multiclass; null where it is not known yet).
     """
     spec, compiled = cfg.features, cfg.compiled_features
     df = sources[spec.base].reset_index(drop=True)
@@ -46,7 +62,7 @@ def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame
         df = df.merge(right, on=join.keys, how="left", validate="many_to_one")
     for name, expression in compiled.derived.items():
         df[name] = _evaluate(df, expression, f"derived feature {name!r}")
-    label = _evaluate(df, compiled.label, f"label {spec.label.name!r}").astype("boolean")
+    label = _label(_evaluate(df, compiled.label, f"label {spec.label.name!r}"), cfg.train.task, spec.label.name)
     if compiled.known is not None:
         known = _evaluate(df, compiled.known, f"label {spec.label.name!r} (known)").astype(bool)
         label[~known] = pd.NA  # type: ignore[call-overload]

@@ -22,6 +22,8 @@ from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, dete
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
 from airflow_mlops.core.report import Section, Table, Verdict, render_report
 from airflow_mlops.core.train import training as tr
+from airflow_mlops.core.train.tasks import PROBA_PREFIX, frame_scores, predict_frame, proba_column
+from airflow_mlops.core.train.tasks import positives as count_positives
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
@@ -68,7 +70,8 @@ def window_days(ds: str, days: int) -> list[str]:
 def reference_sample(split: tr.Split, cfg: PipelineConfig, spec: tr.FeatureSpec, model: Any) -> pd.DataFrame:
     """`monitor.reference_rows` rows of the train and validation days, drawn with train.seed, and the model's score.
 
-    Columns: ds, key columns, timestamp, feature columns, label, prediction. The holdout is left out: the
+    Columns: ds, key columns, timestamp, feature columns, label, prediction (and `proba.<class>` columns for
+    multiclass, as the score DAG writes them). The holdout is left out: the
     reference is what the model learnt from. The same window and seed give the same sample.
     """
     frame = pd.concat([split.train, split.validation], ignore_index=True)
@@ -77,7 +80,9 @@ def reference_sample(split: tr.Split, cfg: PipelineConfig, spec: tr.FeatureSpec,
     wanted = [tr.DS_COLUMN, *cfg.features.key, cfg.features.timestamp, *spec.columns, spec.label]
     out = frame[[c for c in dict.fromkeys(wanted) if c in frame.columns]].reset_index(drop=True)
     with tr.thread_limit(cfg.train.model.threads):
-        out[PREDICTION] = tr.positive_scores(model, out[spec.columns]) if len(out) else np.array([], dtype="float64")
+        predicted = predict_frame(model, out[spec.columns], cfg.train.task)
+    for col in predicted.columns:  # prediction, and the class probabilities of a multiclass model
+        out[col] = predicted[col].to_numpy()
     return out
 
 
@@ -182,13 +187,18 @@ def _normalise(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequenc
     return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
-def _read(lake: Lake, uri: str, columns: Sequence[str], notes: list[str]) -> pd.DataFrame | None:
-    """The named columns a Parquet file has (others are left out); None, with a note, if it cannot be read."""
+def _read(
+    lake: Lake, uri: str, columns: Sequence[str], notes: list[str], prefix: str | None = None
+) -> pd.DataFrame | None:
+    """The named columns a Parquet file has (others are left out), and those starting with `prefix`; None,
+    with a note, if it cannot be read."""
     import pyarrow.parquet as pq
 
     try:
         handle = pq.ParquetFile(io.BytesIO(lake.read_bytes(uri)))
-        present = [c for c in dict.fromkeys(columns) if c in set(handle.schema_arrow.names)]
+        names = handle.schema_arrow.names
+        wanted = [*columns, *(n for n in names if prefix is not None and n.startswith(prefix))]
+        present = [c for c in dict.fromkeys(wanted) if c in set(names)]
         frame: pd.DataFrame = handle.read(columns=present).to_pandas()
         return frame
     except Exception as exc:  # a missing or corrupt file is reported, never the end of the monitor
@@ -276,7 +286,8 @@ def load_current(
             uri = lake.uri(paths.predictions(cfg.name, day))
             if not lake.exists(uri):
                 continue
-            pred = _read(lake, uri, [*keys, PREDICTION, MODEL_VERSION], out.notes)
+            proba = PROBA_PREFIX if cfg.train.task == "multiclass" else None
+            pred = _read(lake, uri, [*keys, PREDICTION, MODEL_VERSION], out.notes, proba)
             if pred is None or pred.empty:
                 continue
             out.rows_seen["predictions"] += len(pred)
@@ -291,29 +302,49 @@ def load_current(
             out.unmatched_rows += len(pred) - len(joined)
             rows.add(joined, f"predictions/{day}", normalise)
             if day in matured and len(joined):
-                _add_quality(quality, joined, label, champion_version, day, out)
+                _add_quality(quality, joined, label, champion_version, day, out, cfg.train.task)
     out.rows = rows.frame([*drift_columns, PREDICTION])
     out.quality = quality.frame([PREDICTION, LABEL])
     return out
 
 
 def _add_quality(
-    sample: RowSample, joined: pd.DataFrame, label: str, champion: str | None, day: str, out: CurrentData
+    sample: RowSample,
+    joined: pd.DataFrame,
+    label: str,
+    champion: str | None,
+    day: str,
+    out: CurrentData,
+    task: str = "binary",
 ) -> None:
-    """The day's rows predicted by the champion, with a known label and a score, into the quality sample."""
+    """The day's rows predicted by the champion, with a known label and a score, into the quality sample.
+
+    The score is the prediction (binary, regression) or the class probabilities (multiclass, `proba.<class>`).
+    """
     n = len(joined)
     labels = joined[label] if label in joined.columns else pd.Series([pd.NA] * n, dtype="boolean")
     known = labels.notna().to_numpy()
     versions = joined[MODEL_VERSION].astype(str).to_numpy() if MODEL_VERSION in joined.columns else np.full(n, "")
     same = versions == str(champion)
-    scores = _floats(joined[PREDICTION]) if PREDICTION in joined.columns else np.full(n, np.nan)
-    use = same & known & ~np.isnan(scores)
+    scores, classes = frame_scores(joined, task) if PREDICTION in joined.columns else (np.full(n, np.nan), [])
+    if task == "multiclass":
+        scored = ~np.isnan(scores).any(axis=1) if classes else np.zeros(n, dtype=bool)
+    else:
+        scored = ~np.isnan(scores)
+    use = same & known & scored
     out.matured_rows += n
     out.other_version_rows += int((~same).sum())
     out.unlabelled_rows += int((same & ~known).sum())
     if use.any():
-        y = labels[use].astype("boolean").astype("int8").to_numpy()
-        sample.add(pd.DataFrame({PREDICTION: scores[use], LABEL: y}), f"quality/{day}")
+        part: dict[str, Any]
+        if task == "multiclass":
+            part = {LABEL: labels[use].astype(str).to_numpy(dtype=object)}
+            part.update({proba_column(c): scores[use, i] for i, c in enumerate(classes)})
+        elif task == "regression":
+            part = {PREDICTION: scores[use], LABEL: _floats(labels[use])}
+        else:
+            part = {PREDICTION: scores[use], LABEL: labels[use].astype("boolean").astype("int8").to_numpy()}
+        sample.add(pd.DataFrame(part), f"quality/{day}")
 
 
 # Quality ---------------------------------------------------------------------------------------------------
@@ -389,14 +420,15 @@ def assess_quality(
         raise InsufficientData(
             f"champion v{champion_version} has no holdout {primary} in its training run to compare with"
         )
-    y_true = sample[LABEL].to_numpy(dtype="int8")
-    y_score = sample[PREDICTION].to_numpy(dtype="float64")
-    metrics = tr.compute_metrics(y_true, y_score, cfg.train.metric.threshold)
+    task = cfg.train.task
+    y_score, classes = frame_scores(sample, task)
+    y_true = sample[LABEL].to_numpy(dtype={"binary": "int8", "regression": "float64"}.get(task, "object"))
+    metrics = tr.compute_metrics(y_true, y_score, cfg.train.metric.threshold, task, classes)
     value = metrics[primary]
     if math.isnan(value):
         raise InsufficientData(
             f"{primary} is undefined on the {len(sample)} matured rows of days {span}: every label is "
-            f"{int(y_true[0]) if len(y_true) else '-'}"
+            f"{y_true[0] if len(y_true) else '-'}"
         )
     drop = value - baseline if primary in LOWER_IS_BETTER else baseline - value
     return QualityResult(
@@ -407,7 +439,7 @@ def assess_quality(
         max_drop=q.max_drop,
         degraded=drop > q.max_drop,
         rows=len(sample),
-        positives=int(y_true.sum()),
+        positives=count_positives(y_true, task),
         champion_version=champion_version,
         days=list(days),
         metrics=metrics,
@@ -893,7 +925,9 @@ def _log_run(
         scores = current.rows[PREDICTION] if PREDICTION in current.rows.columns else pd.Series(dtype="float64")
         metrics["prediction.mean"] = float(scores.mean()) if scores.notna().any() else None
     if champion is not None and champion.reference is not None and PREDICTION in champion.reference.columns:
-        metrics["prediction.mean.reference"] = float(champion.reference[PREDICTION].mean())
+        reference_scores = _floats(champion.reference[PREDICTION])  # NaN for the classes of a multiclass model
+        if not np.isnan(reference_scores).all():
+            metrics["prediction.mean.reference"] = float(np.nanmean(reference_scores))
     if drift is not None:
         metrics.update(
             {

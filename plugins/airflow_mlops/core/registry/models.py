@@ -159,8 +159,9 @@ def load_model(
 # Model inputs ----------------------------------------------------------------------------------------------
 
 
-def model_signature(spec: FeatureSpec) -> Any:
-    """Signature of raw feature rows: categoricals as optional strings, numbers as optional doubles."""
+def model_signature(spec: FeatureSpec, task: str = "binary", classes: int = 2) -> Any:
+    """Signature of raw feature rows (categoricals as optional strings, numbers as optional doubles) and of
+    the pyfunc output: class probabilities (binary, multiclass: one column per class) or the values (regression)."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
@@ -168,8 +169,14 @@ def model_signature(spec: FeatureSpec) -> Any:
     cols: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, c, required=False) for c in spec.categorical]
     cols += [ColSpec(DataType.double, c, required=False) for c in spec.numeric]
     inputs = Schema(cols)
-    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2))])
+    shape = (-1,) if task == "regression" else (-1, classes)
+    outputs = Schema([TensorSpec(np.dtype("float64"), shape)])
     return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pyfunc_method(task: str) -> str:
+    """The model method MLflow's pyfunc calls: class probabilities for classifiers, predict for regression."""
+    return "predict" if task == "regression" else "predict_proba"
 
 
 def raw_rows(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

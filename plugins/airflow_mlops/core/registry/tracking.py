@@ -37,6 +37,7 @@ from airflow_mlops.core.registry.models import (
     mlflow_uris,
     model_signature,
     pip_requirements,
+    pyfunc_method,
     raw_rows,
     trusted_types,
 )
@@ -415,18 +416,22 @@ class Tracking:
         input_example: pd.DataFrame,
         extra_trusted: Sequence[str] = (),
         name: str = MODEL_NAME,
+        task: str = "binary",
     ) -> LoggedModelInfo:
         """Log the sklearn pipeline in skops format with signature, input example and the type allow-list.
 
         Idempotent: a model already logged under `name` by this run is reused.
         """
+        from airflow_mlops.core.train.tasks import check_model, model_classes
+
+        check_model(model, task)
         import skops.io
 
         with tempfile.TemporaryDirectory(prefix="mlops-skops-") as tmp:
             probe = Path(tmp, "model.skops")
             skops.io.dump(model, probe)
             found = check_trusted(probe, extra_trusted, where=f"model of run {run_id}")
-        signature = model_signature(spec)
+        signature = model_signature(spec, task, len(model_classes(model)))
         example = raw_rows(input_example, spec).head(5)
         experiment_id = self._retry(lambda: self.client.get_run(run_id).info.experiment_id, f"get run {run_id}")
 
@@ -461,7 +466,7 @@ class Tracking:
                     signature=signature,
                     input_example=example,
                     pip_requirements=pip_requirements(),
-                    pyfunc_predict_fn="predict_proba",
+                    pyfunc_predict_fn=pyfunc_method(task),
                 )
             return LoggedModelInfo(str(info.model_id), str(info.model_uri), run_id, reused=False)
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from airflow_mlops.core.train.evaluation import Evaluation, GateDecision, fmt
+from airflow_mlops.core.train.tasks import class_index
 from airflow_mlops.core.train.window import DataSummary, partition_ranges
 
 # Model card ------------------------------------------------------------------------------------------------
@@ -59,7 +60,9 @@ def model_card(
         if info.get("days"):
             data_lines.append(f"- {part}: {info['start']} .. {info['end']} ({info['days']} days, {info['rows']} rows)")
     data_lines.append("")
-    model_lines = ["## Model", "", f"- Estimator: `{estimator}`"]
+    model_lines = ["## Model", "", f"- Task: {challenger.task}", f"- Estimator: `{estimator}`"]
+    if challenger.classes:
+        model_lines.append("- Classes: " + ", ".join(f"`{c}`" for c in challenger.classes))
     shown = {k: v for k, v in params.items() if v is not None}
     if shown:
         model_lines.append("- Params: " + ", ".join(f"`{k}={v}`" for k, v in sorted(shown.items())))
@@ -72,7 +75,8 @@ def model_card(
         delta = fmt(ch - cp) if cp is not None and not math.isnan(ch) and not math.isnan(cp) else "n/a"
         name = f"**{key}**" if key == challenger.primary_metric else key
         metric_lines.append(f"| {name} | {fmt(ch)} | {fmt(cp)} | {delta} |")
-    metric_lines += ["", f"{challenger.rows} holdout rows, {challenger.positives} positive.", ""]
+    counted = f", {challenger.positives} positive" if challenger.task == "binary" else ""
+    metric_lines += ["", f"{challenger.rows} holdout rows{counted}.", ""]
     gate_lines = ["## Gates", "", "| gate | threshold | observed | result | detail |", "|---|---|---|---|---|"]
     for g in decision.gates:
         gate_lines.append(
@@ -184,21 +188,78 @@ def calibration_png(evaluations: Iterable[Evaluation], n_bins: int = 10) -> byte
 
 
 def confusion_png(evaluation: Evaluation, threshold: float) -> bytes:
-    """Confusion matrix of one evaluation at the decision threshold."""
+    """Confusion matrix of one evaluation: at the decision threshold (binary), of the most probable class
+    (multiclass)."""
     from sklearn.metrics import confusion_matrix
 
     assert evaluation.y_true is not None and evaluation.y_score is not None
-    matrix = confusion_matrix(evaluation.y_true, (evaluation.y_score >= threshold).astype("int8"), labels=[0, 1])
+    if evaluation.task == "multiclass":
+        labels = list(range(len(evaluation.classes)))
+        actual = class_index(evaluation.y_true, evaluation.classes)
+        predicted = np.argmax(evaluation.y_score, axis=1)
+        names = [str(c) for c in evaluation.classes]
+        title = f"{evaluation.name}, most probable class"
+    else:
+        labels, names = [0, 1], ["0", "1"]
+        actual, predicted = evaluation.y_true, (evaluation.y_score >= threshold).astype("int8")
+        title = f"{evaluation.name} at threshold {threshold}"
+    matrix = confusion_matrix(actual, predicted, labels=labels)  # a label the model never saw is left out
+    side = max(4.0, 0.5 * len(labels) + 2)
 
     def draw(ax: Any) -> None:
         ax.imshow(matrix, cmap="Blues")
         for (i, j), count in np.ndenumerate(matrix):
             ax.text(j, i, str(count), ha="center", va="center", color="black")
-        ax.set_xticks([0, 1], labels=["0", "1"])
-        ax.set_yticks([0, 1], labels=["0", "1"])
-        ax.set(xlabel="Predicted", ylabel="Actual", title=f"{evaluation.name} at threshold {threshold}")
+        ax.set_xticks(labels, labels=names)
+        ax.set_yticks(labels, labels=names)
+        ax.set(xlabel="Predicted", ylabel="Actual", title=title)
 
-    return _png(draw, (4.0, 4.0))
+    return _png(draw, (side, side))
+
+
+def residuals_png(evaluations: Iterable[Evaluation]) -> bytes:
+    """Residual (actual - predicted) against the prediction, per evaluation (regression)."""
+
+    def draw(ax: Any) -> None:
+        for ev in evaluations:
+            if ev.y_true is None or ev.y_score is None:
+                continue
+            y, p = _sampled(ev)
+            ax.scatter(p, y - p, s=6, alpha=0.4, label=f"{ev.name} (RMSE {ev.metrics['rmse']:.3g})")
+        ax.axhline(0.0, linestyle="--", color="grey", linewidth=1)
+        ax.set(xlabel="Predicted", ylabel="Actual - predicted", title="Residuals (holdout)")
+        ax.legend(loc="upper right")
+
+    return _png(draw)
+
+
+def predicted_actual_png(evaluations: Iterable[Evaluation]) -> bytes:
+    """Predicted against actual values, per evaluation, with the diagonal (regression)."""
+
+    def draw(ax: Any) -> None:
+        low, high = math.inf, -math.inf
+        for ev in evaluations:
+            if ev.y_true is None or ev.y_score is None or not len(ev.y_true):
+                continue
+            y, p = _sampled(ev)
+            ax.scatter(y, p, s=6, alpha=0.4, label=f"{ev.name} (R2 {fmt(ev.metrics['r2'], 3)})")
+            low, high = min(low, float(np.min(y)), float(np.min(p))), max(high, float(np.max(y)), float(np.max(p)))
+        if low < high:
+            ax.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=1)
+        ax.set(xlabel="Actual", ylabel="Predicted", title="Predicted vs actual (holdout)")
+        ax.legend(loc="upper left")
+
+    return _png(draw)
+
+
+def _sampled(ev: Evaluation, rows: int = 5000) -> tuple[np.ndarray, np.ndarray]:
+    """At most `rows` points of a regression evaluation (a seeded draw: plots stay small and repeatable)."""
+    assert ev.y_true is not None and ev.y_score is not None
+    y, p = np.asarray(ev.y_true, dtype="float64"), np.asarray(ev.y_score, dtype="float64")
+    if len(y) > rows:
+        keep = np.sort(np.random.default_rng(0).choice(len(y), rows, replace=False))
+        y, p = y[keep], p[keep]
+    return y, p
 
 
 def importance_png(importance: Mapping[str, float], metric: str) -> bytes:
@@ -215,12 +276,22 @@ def importance_png(importance: Mapping[str, float], metric: str) -> bytes:
 def evaluation_plots(
     challenger: Evaluation, champion: Evaluation | None, importance: Mapping[str, float], threshold: float
 ) -> dict[str, bytes]:
-    """The run's PNG artifacts by file name: ROC, precision-recall, calibration, confusion matrix, importance."""
+    """The run's PNG artifacts by file name. binary: ROC, precision-recall, calibration, confusion matrix;
+    multiclass: confusion matrix; regression: residuals, predicted vs actual; all: feature importance."""
     both = [challenger, *([champion] if champion is not None and champion.y_score is not None else [])]
+    importance_plot = importance_png(importance, challenger.primary_metric)
+    if challenger.task == "regression":
+        return {
+            "residuals.png": residuals_png(both),
+            "predicted_actual.png": predicted_actual_png(both),
+            "feature_importance.png": importance_plot,
+        }
+    if challenger.task == "multiclass":
+        return {"confusion_matrix.png": confusion_png(challenger, threshold), "feature_importance.png": importance_plot}
     return {
         "roc.png": roc_png(both),
         "precision_recall.png": precision_recall_png(both),
         "calibration.png": calibration_png(both),
         "confusion_matrix.png": confusion_png(challenger, threshold),
-        "feature_importance.png": importance_png(importance, challenger.primary_metric),
+        "feature_importance.png": importance_plot,
     }

@@ -11,14 +11,9 @@ import numpy as np
 import pandas as pd
 
 from airflow_mlops.config.train import LOWER_IS_BETTER, GatesConfig, TrainConfig
-from airflow_mlops.core.train.training import (
-    MISSING_SLICE,
-    SCORERS,
-    FeatureSpec,
-    compute_metrics,
-    positive_scores,
-    thread_limit,
-)
+from airflow_mlops.core.train.tasks import compute_metrics, importance_scorer, model_classes, model_scores
+from airflow_mlops.core.train.tasks import positives as count_positives
+from airflow_mlops.core.train.training import MISSING_SLICE, SCORERS, FeatureSpec, thread_limit
 from airflow_mlops.core.train.window import TrainingDataError
 
 # Evaluation ------------------------------------------------------------------------------------------------
@@ -48,6 +43,9 @@ class Evaluation:
     slices: list[SliceMetric]
     disparity: dict[str, float | None]
     max_disparity: float | None
+    task: str = "binary"
+    classes: list[Any] = field(default_factory=list)
+    """multiclass: the model's classes, in the order of the columns of `y_score`."""
     y_true: np.ndarray | None = field(default=None, repr=False, compare=False)
     y_score: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -66,6 +64,8 @@ class Evaluation:
             "slices": [asdict(s) for s in self.slices],
             "disparity": self.disparity,
             "max_disparity": self.max_disparity,
+            "task": self.task,
+            "classes": list(self.classes),
         }
 
     @classmethod
@@ -79,6 +79,8 @@ class Evaluation:
             slices=[SliceMetric(**s) for s in data["slices"]],
             disparity=dict(data["disparity"]),
             max_disparity=data["max_disparity"],
+            task=str(data.get("task", "binary")),
+            classes=list(data.get("classes") or []),
         )
 
 
@@ -94,10 +96,20 @@ def evaluate(
         raise TrainingDataError("the holdout has no rows: nothing to evaluate on")
     primary = train_cfg.metric.primary
     gates = train_cfg.gates
-    y_true = holdout[spec.label].to_numpy().astype("int8")
+    task = train_cfg.task
+    y_true = holdout[spec.label].to_numpy()
+    if task == "binary":
+        y_true = y_true.astype("int8")
+    classes = model_classes(model) if task == "multiclass" else []
     with thread_limit(train_cfg.model.threads):
-        y_score = positive_scores(model, holdout[spec.columns])
-    metrics = compute_metrics(y_true, y_score, train_cfg.metric.threshold)
+        y_score = model_scores(model, holdout[spec.columns], task)
+
+    def metrics_of(mask: np.ndarray | None = None) -> dict[str, float]:
+        if mask is None:
+            return compute_metrics(y_true, y_score, train_cfg.metric.threshold, task, classes)
+        return compute_metrics(y_true[mask], y_score[mask], train_cfg.metric.threshold, task, classes)
+
+    metrics = metrics_of()
     slices: list[SliceMetric] = []
     disparity: dict[str, float | None] = {}
     for col in gates.slice_columns:
@@ -108,13 +120,11 @@ def evaluate(
         for value in sorted(set(keys.tolist())):
             mask = keys == value
             rows = int(mask.sum())
-            value_primary = _none_if_nan(
-                compute_metrics(y_true[mask], y_score[mask], train_cfg.metric.threshold)[primary]
-            )
+            value_primary = _none_if_nan(metrics_of(mask)[primary])
             gated = rows >= gates.min_slice_rows and value_primary is not None
             if gated and value_primary is not None:
                 gated_values.append(value_primary)
-            slices.append(SliceMetric(col, str(value), rows, int(y_true[mask].sum()), value_primary, gated))
+            slices.append(SliceMetric(col, str(value), rows, count_positives(y_true[mask], task), value_primary, gated))
         disparity[col] = max(gated_values) - min(gated_values) if len(gated_values) >= 2 else None
     found = [d for d in disparity.values() if d is not None]
     return Evaluation(
@@ -122,10 +132,12 @@ def evaluate(
         primary_metric=primary,
         metrics=metrics,
         rows=len(holdout),
-        positives=int(y_true.sum()),
+        positives=count_positives(y_true, task),
         slices=slices,
         disparity=disparity,
         max_disparity=max(found) if found else None,
+        task=task,
+        classes=classes,
         y_true=y_true,
         y_score=y_score,
     )
@@ -312,6 +324,7 @@ def feature_importance(
     sample_rows: int = 5000,
     n_repeats: int = 3,
     threads: int | None = 1,
+    task: str = "binary",
 ) -> dict[str, float]:
     """Permutation importance (drop of `metric`) of each raw feature column on a holdout sample."""
     from sklearn.inspection import permutation_importance
@@ -319,14 +332,21 @@ def feature_importance(
     sample = (
         holdout.sample(n=min(sample_rows, len(holdout)), random_state=seed) if len(holdout) > sample_rows else holdout
     )
-    if sample[spec.label].nunique() < 2 and metric in ("roc_auc", "average_precision"):
-        metric = "neg_log_loss"  # ranking metrics need both classes in the sample
+    scoring: Any
+    if task == "binary":
+        if sample[spec.label].nunique() < 2 and metric in ("roc_auc", "average_precision"):
+            metric = "neg_log_loss"  # ranking metrics need both classes in the sample
+        scoring = SCORERS.get(metric, metric)
+    else:
+        if task == "multiclass" and metric == "roc_auc_ovr" and sample[spec.label].nunique() < 2:
+            metric = "log_loss"  # ranking metrics need two classes in the sample
+        scoring = importance_scorer(task, metric, model_classes(model))
     with thread_limit(threads):
         result = permutation_importance(
             model,
             sample[spec.columns],
             sample[spec.label].to_numpy(),
-            scoring=SCORERS.get(metric, metric),
+            scoring=scoring,
             n_repeats=n_repeats,
             random_state=seed,
             n_jobs=1,

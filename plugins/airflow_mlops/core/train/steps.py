@@ -49,7 +49,12 @@ def train_step(
         fit = tr.fit(window.split, cfg.train, window.spec)
         tracking.log_fit(run_id, fit, window.split.summary(), cfg.train.model.estimator)
         logged = tracking.log_model(
-            run_id, fit.model, window.spec, window.split.holdout, extra_trusted=cfg.train.model.trusted_types
+            run_id,
+            fit.model,
+            window.spec,
+            window.split.holdout,
+            extra_trusted=cfg.train.model.trusted_types,
+            task=cfg.train.task,
         )
         reference = reference_sample(window.split, cfg, window.spec, fit.model)
         tracking.log_reference(run_id, reference)
@@ -107,7 +112,13 @@ def _evaluate(
             champion_loaded.model, holdout, cfg.train, spec, name=f"champion v{champion_loaded.version}"
         )
     importance = evals.feature_importance(
-        challenger_model, holdout, spec, cfg.train.metric.primary, seed=cfg.train.seed, threads=cfg.train.model.threads
+        challenger_model,
+        holdout,
+        spec,
+        cfg.train.metric.primary,
+        seed=cfg.train.seed,
+        threads=cfg.train.model.threads,
+        task=cfg.train.task,
     )
     decision = evals.decide(challenger, champion, cfg.train.gates, force)
     tracking.log_evaluation(run_id, challenger, "holdout")

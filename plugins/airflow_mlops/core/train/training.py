@@ -16,6 +16,13 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from airflow_mlops.config.train import LOWER_IS_BETTER, ModelConfig, SearchConfig, TrainConfig
+from airflow_mlops.core.train.tasks import (
+    check_estimator,
+    compute_metrics,
+    model_classes,
+    model_scores,
+    positive_scores,
+)
 from airflow_mlops.core.train.window import (
     DS_COLUMN,
     FEATURES_ZONE,
@@ -57,10 +64,12 @@ __all__ = [  # the window's names are re-exported: callers use `training.<name>`
     "fit",
     "import_estimator",
     "load_window",
+    "model_scores",
     "partition_ranges",
     "positive_scores",
     "split_by_time",
     "thread_limit",
+    "validation_metrics",
     "window_dates",
 ]
 
@@ -183,12 +192,12 @@ def build_estimator(
     categorical_columns: Sequence[str],
     seed: int,
     params: Mapping[str, Any] | None = None,
+    task: str = "binary",
 ) -> Pipeline:
     """A sklearn Pipeline (FeatureFrame -> encoding -> estimator) that takes raw feature rows.
 
-    `params` (a search candidate) override the configured estimator params.
+    `params` (a search candidate) override the configured estimator params; the estimator must suit `task`.
     """
-    from sklearn.base import is_classifier
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -198,8 +207,9 @@ def build_estimator(
     numeric = [c for c in feature_columns if c not in set(categorical_columns)]
     cls = import_estimator(model_cfg)
     estimator = cls()
-    if not is_classifier(estimator) or not hasattr(estimator, "predict_proba"):
-        raise ModelConfigError(f"train.model.estimator: {model_cfg.estimator} is not a classifier with predict_proba")
+    unfit = check_estimator(estimator, task, model_cfg.estimator)
+    if unfit:
+        raise ModelConfigError(f"train.model.estimator: {unfit}")
     merged = {**model_cfg.params, **(params or {})}
     available = estimator.get_params()
     unknown = sorted(set(merged) - set(available))
@@ -270,25 +280,6 @@ SCORERS = {
 }
 
 
-def compute_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> dict[str, float]:
-    """Every supported metric; ranking metrics are NaN when the rows hold one class only."""
-    from sklearn import metrics as skm
-
-    y_pred = (y_score >= threshold).astype("int8")
-    both = len(np.unique(y_true)) == 2
-    clipped = np.clip(y_score, 1e-15, 1 - 1e-15)
-    return {
-        "roc_auc": float(skm.roc_auc_score(y_true, y_score)) if both else math.nan,
-        "average_precision": float(skm.average_precision_score(y_true, y_score)) if both else math.nan,
-        "log_loss": float(skm.log_loss(y_true, clipped, labels=[0, 1])) if len(y_true) else math.nan,
-        "brier": float(skm.brier_score_loss(y_true, y_score)) if len(y_true) else math.nan,
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)) if len(y_true) else math.nan,
-        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
-        "precision": float(skm.precision_score(y_true, y_pred, zero_division=0)),
-        "recall": float(skm.recall_score(y_true, y_pred, zero_division=0)),
-    }
-
-
 def better(metric: str, a: float, b: float) -> bool:
     """Whether `a` is strictly better than `b` for this metric (NaN is never better)."""
     if math.isnan(a):
@@ -296,15 +287,6 @@ def better(metric: str, a: float, b: float) -> bool:
     if math.isnan(b):
         return True
     return a < b if metric in LOWER_IS_BETTER else a > b
-
-
-def positive_scores(model: Any, rows: pd.DataFrame) -> np.ndarray:
-    """Probability of the positive class (label 1/True) for each row."""
-    proba = np.asarray(model.predict_proba(rows))
-    classes = list(getattr(model, "classes_", [0, 1]))
-    if 1 not in classes:
-        raise ValueError(f"model classes {classes} do not include the positive class 1")
-    return proba[:, classes.index(1)].astype("float64")
 
 
 def thread_limit(threads: int | None) -> contextlib.AbstractContextManager[Any]:
@@ -381,9 +363,18 @@ def fit(split: Split, train_cfg: TrainConfig, spec: FeatureSpec) -> FitResult:
         return _fit(split, train_cfg, spec)
 
 
+def validation_metrics(model: Any, rows: pd.DataFrame, train_cfg: TrainConfig, spec: FeatureSpec) -> dict[str, float]:
+    """Every metric of the task of a fitted model on labelled rows."""
+    task = train_cfg.task
+    scores = model_scores(model, rows[spec.columns], task)
+    y = rows[spec.label].to_numpy()
+    return compute_metrics(y, scores, train_cfg.metric.threshold, task, model_classes(model))
+
+
 def _fit(split: Split, train_cfg: TrainConfig, spec: FeatureSpec) -> FitResult:
     started = time.monotonic()
     model_cfg = train_cfg.model
+    task = train_cfg.task
     primary = train_cfg.metric.primary
     x_train, y_train = split.train[spec.columns], split.train[spec.label].to_numpy()
     has_validation = len(split.validation) > 0
@@ -394,7 +385,7 @@ def _fit(split: Split, train_cfg: TrainConfig, spec: FeatureSpec) -> FitResult:
     if train_cfg.search is None and model_cfg.refit_with_validation and has_validation:
         # Nothing to choose between: one fit on train + validation days (half the time of fit-then-refit).
         both = pd.concat([split.train, split.validation], ignore_index=True)
-        model = _fit_one(model_cfg, spec, train_cfg.seed, {}, both[spec.columns], both[spec.label].to_numpy())
+        model = _fit_one(model_cfg, spec, train_cfg.seed, {}, both[spec.columns], both[spec.label].to_numpy(), task)
         seconds = round(time.monotonic() - started, 3)
         return FitResult(
             model=model,
@@ -411,33 +402,28 @@ def _fit(split: Split, train_cfg: TrainConfig, spec: FeatureSpec) -> FitResult:
             stopped = True
             break
         t0 = time.monotonic()
-        model = _fit_one(model_cfg, spec, train_cfg.seed, params, x_train, y_train)
+        model = _fit_one(model_cfg, spec, train_cfg.seed, params, x_train, y_train, task)
         score = None
         if has_validation:
-            y_val = split.validation[spec.label].to_numpy()
-            p_val = positive_scores(model, split.validation[spec.columns])
-            score = compute_metrics(y_val, p_val, train_cfg.metric.threshold)[primary]
+            score = validation_metrics(model, split.validation, train_cfg, spec)[primary]
         candidates.append(Candidate(params=params, validation=score, seconds=round(time.monotonic() - t0, 3)))
         if best is None or (score is not None and better(primary, score, best[2])):
             best = (params, model, math.nan if score is None else score)
     assert best is not None
     params, model, _ = best
-    validation_metrics: dict[str, float] = {}
+    found_metrics: dict[str, float] = {}
     if has_validation:
-        y_val = split.validation[spec.label].to_numpy()
-        validation_metrics = compute_metrics(
-            y_val, positive_scores(model, split.validation[spec.columns]), train_cfg.metric.threshold
-        )
+        found_metrics = validation_metrics(model, split.validation, train_cfg, spec)
     refit = model_cfg.refit_with_validation and has_validation
     if refit:
         both = pd.concat([split.train, split.validation], ignore_index=True)
-        model = _fit_one(model_cfg, spec, train_cfg.seed, params, both[spec.columns], both[spec.label].to_numpy())
+        model = _fit_one(model_cfg, spec, train_cfg.seed, params, both[spec.columns], both[spec.label].to_numpy(), task)
     final_params = {k: _plain(v) for k, v in model.named_steps["model"].get_params(deep=False).items()}
     return FitResult(
         model=model,
         params=final_params,
         candidates=candidates,
-        validation_metrics=validation_metrics,
+        validation_metrics=found_metrics,
         search_stopped_by_time=stopped,
         refit_with_validation=refit,
         seconds=round(time.monotonic() - started, 3),
@@ -446,10 +432,16 @@ def _fit(split: Split, train_cfg: TrainConfig, spec: FeatureSpec) -> FitResult:
 
 
 def _fit_one(
-    model_cfg: ModelConfig, spec: FeatureSpec, seed: int, params: Mapping[str, Any], x: pd.DataFrame, y: np.ndarray
+    model_cfg: ModelConfig,
+    spec: FeatureSpec,
+    seed: int,
+    params: Mapping[str, Any],
+    x: pd.DataFrame,
+    y: np.ndarray,
+    task: str = "binary",
 ) -> Pipeline:
-    model = build_estimator(model_cfg, spec.columns, spec.categorical, seed, params)
-    if len(np.unique(y)) < 2:
+    model = build_estimator(model_cfg, spec.columns, spec.categorical, seed, params, task)
+    if task != "regression" and len(np.unique(y)) < 2:
         raise TrainingDataError(
             f"training rows hold only one label value ({np.unique(y).tolist()}): cannot fit a classifier"
         )

@@ -13,6 +13,7 @@ import pandas as pd
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.hashing import combine_hashes, frame_hash
 from airflow_mlops.core.lake.storage import Lake
+from airflow_mlops.core.train.tasks import LabelError, label_values
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
@@ -90,7 +91,8 @@ def load_window(
 ) -> TrainingData:
     """Labelled feature rows of the partitions that exist in [end_ds - window_days + 1, end_ds].
 
-    Rows whose label is not known yet (null) are dropped. The label becomes 0/1 (int8). Each partition's
+    Rows whose label is not known yet (null) are dropped. The label becomes what train.task learns from
+    (binary: 0/1 int8; regression: float64; multiclass: int64 or text). Each partition's
     hash is `frame_hash` of its content (as the ingest computes it), independent of the Parquet writer.
     Raises TrainingDataError when fewer than `min_partitions` partitions or `min_rows` rows are found.
     """
@@ -130,7 +132,7 @@ def load_window(
             f"at least {min_partitions} needed (ingest the missing days or widen the window)"
         )
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*needed, DS_COLUMN])
-    frame[label] = _label_to_int(frame[label], label, source_uri)
+    frame[label] = _label_values(frame[label], label, source_uri, cfg.train.task)
     if len(frame) < min_rows:
         raise TrainingDataError(
             f"{source_uri}: window {start}..{end} has {len(frame)} labelled row(s) in {len(found)} partition(s); "
@@ -151,16 +153,11 @@ def load_window(
     return TrainingData(frame=frame, summary=summary)
 
 
-def _label_to_int(values: pd.Series, label: str, where: str) -> pd.Series:
-    if values.empty:
-        return values.astype("int8")
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return values.astype("int8")
-    uniques = set(pd.unique(values))
-    if not uniques <= {0, 1}:  # True == 1 and False == 0, so bool-like objects pass too
-        shown = ", ".join(sorted(map(repr, uniques))[:5])
-        raise TrainingDataError(f"{where}: label column {label!r} must be boolean (0/1), found {shown}")
-    return values.astype("int8")
+def _label_values(values: pd.Series, label: str, where: str, task: str) -> pd.Series:
+    try:
+        return label_values(values, task, label, where)
+    except LabelError as exc:
+        raise TrainingDataError(str(exc)) from exc
 
 
 def partition_ranges(partitions: Sequence[str]) -> str:

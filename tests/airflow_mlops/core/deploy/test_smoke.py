@@ -47,3 +47,17 @@ def test_needs_rows() -> None:
 
 def test_percentile() -> None:
     assert percentile(list(range(1, 101)), 99) == 99 and percentile([5.0], 99) == 5.0
+
+
+def test_multiclass_answers_must_name_the_same_class_and_probabilities() -> None:
+    expected = [{"prediction": "a", "probabilities": {"a": 0.6, "b": 0.4}}]
+
+    def answering(prediction):
+        return lambda rows: ([prediction for _ in rows], "2")
+
+    assert smoke_test(answering(expected[0]), ROWS[:1], expected, "2", latency_budget_ms=50).passed
+    close = {"prediction": "a", "probabilities": {"a": 0.6 + 1e-9, "b": 0.4}}
+    assert smoke_test(answering(close), ROWS[:1], expected, "2", latency_budget_ms=50).passed
+    for wrong in ({"prediction": "b", "probabilities": {"a": 0.6, "b": 0.4}}, 0.6):
+        result = smoke_test(answering(wrong), ROWS[:1], expected, "2", latency_budget_ms=50)
+        assert not result.passed and "predictions differ from offline ones by up to inf" in result.summary()

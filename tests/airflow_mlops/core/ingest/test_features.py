@@ -126,3 +126,34 @@ def test_a_copied_config_with_a_refused_expression_does_not_build() -> None:
     )
     with pytest.raises(PipelineConfigError, match=r"features.derived.speed: unknown column 'air_tme'"):
         build_features(cfg, "2013-01-01", {"flights": flights(), "weather": weather(), "planes": planes()})
+
+
+@pytest.mark.parametrize(
+    ("task", "expr", "dtype", "values"),
+    [
+        ("regression", "arr_delay", "Float64", {"UA": 11.0, "B6": 40.0}),
+        ("multiclass", "where(arr_delay > 15, 'late', 'on_time')", "string", {"UA": "on_time", "B6": "late"}),
+        ("multiclass", "where(arr_delay > 30, 2, where(arr_delay > 15, 1, 0))", "Int64", {"UA": 0, "B6": 2}),
+    ],
+)
+def test_the_label_of_each_task(task: str, expr: str, dtype: str, values: dict) -> None:
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["features"]["label"]["expr"] = expr
+    data["train"]["task"] = task
+    data["train"].pop("metric")  # the task's default primary metric
+    cfg = parse_pipeline(yaml.safe_dump(data), "x.yaml")
+    out = build_features(cfg, "2013-01-01", {"flights": flights(), "weather": weather(), "planes": planes()})
+    row = out.set_index("carrier")
+    assert str(out["delayed"].dtype) == dtype
+    assert {k: row.loc[k, "delayed"] for k in values} == values
+    assert pd.isna(row.loc["AA", "delayed"])  # cancelled: not known
+
+
+def test_a_fractional_multiclass_label_is_refused() -> None:
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["features"]["label"]["expr"] = "arr_delay / 7"
+    data["train"]["task"] = "multiclass"
+    data["train"].pop("metric")
+    cfg = parse_pipeline(yaml.safe_dump(data), "x.yaml")
+    with pytest.raises(FeatureBuildError, match="multiclass label must be a text or a whole number"):
+        build_features(cfg, "2013-01-01", {"flights": flights(), "weather": weather(), "planes": planes()})

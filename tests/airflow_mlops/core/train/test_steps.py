@@ -139,3 +139,92 @@ def test_a_failing_fit_leaves_the_run_failed(mlflow_server: str, tmp_path) -> No
         filter_string=f"tags.`mlops.dag_run_id` = '{tags.run_id}'",
     )
     assert run.info.status == "FAILED"
+
+
+TASK_LABELS = {
+    "regression": "arr_delay",
+    "multiclass": "where(arr_delay > 60, 'late', where(arr_delay > 15, 'delayed', 'on_time'))",
+}
+
+
+def task_features(cfg: PipelineConfig, task: str) -> pd.DataFrame:
+    """Synthetic feature rows whose label (known where the binary one is) suits `task`."""
+    frame = synthetic_features(cfg, day_range("2013-03-01", 20), rows_per_day=150, seed=11)
+    known = frame["delayed"].notna().to_numpy()
+    late = frame["delayed"].fillna(False).to_numpy(dtype=bool)
+    if task == "regression":
+        minutes = np.where(late, 30.0 + frame["hour"].to_numpy(), 5.0) + 100 * frame["precip"].to_numpy()
+        frame["delayed"] = pd.array(np.where(known, minutes, np.nan), dtype="Float64")
+    else:
+        classes = np.where(late, np.where(frame["hour"].to_numpy() >= 17, "late", "delayed"), "on_time")
+        frame["delayed"] = pd.array(np.where(known, classes, None), dtype="string")
+    return frame
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_each_task_trains_evaluates_registers_scores_and_is_monitored(mlflow_server: str, tmp_path, task: str) -> None:
+    from airflow_mlops.config.train import TASK_METRICS
+    from airflow_mlops.core.deploy.steps import smoke_sample
+    from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.monitor.monitor import assess_quality, load_current
+    from airflow_mlops.core.train import tasks
+
+    data = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
+    data["features"]["label"]["expr"] = TASK_LABELS[task]
+    data["train"] = {
+        "task": task,
+        "window_days": 20,
+        "validation_days": 3,
+        "holdout_days": 4,
+        "min_rows": 100,
+        "registered_model_name": f"{task}_{uuid.uuid4().hex[:8]}",
+        "model": {"params": {"max_iter": 15}},
+        "gates": {"min_primary": None, "slice_columns": ["origin"], "min_slice_rows": 50},
+    }
+    data["monitor"]["quality"].update(min_rows=50, label_delay_days=0)
+    cfg = parse_pipeline(yaml.safe_dump(data), str(FLIGHTS_YAML))
+    assert cfg.train.model.estimator.endswith("Regressor" if task == "regression" else "Classifier")
+    lake = open_lake(str(tmp_path / "lake"))
+    write_partitions(lake, cfg, task_features(cfg, task))
+    tracking = Tracking(mlflow_server)
+    tags = tags_of(cfg)
+    name = cfg.train.model_name(cfg.name)
+
+    trained = train_step(lake, cfg, tracking, tags, END, 20, task)
+    evaluated = evaluate_step(lake, cfg, tracking, tags, trained, None)
+    registered = register_step(cfg, tracking, tags, trained, evaluated, None)
+    challenger = evaluated["challenger"]
+    assert list(challenger["metrics"]) == list(TASK_METRICS[task]) and challenger["task"] == task
+    assert challenger["primary_metric"] == cfg.train.metric.primary == ("r2" if task == "regression" else "roc_auc_ovr")
+    assert all(s["primary"] is not None for s in challenger["slices"])
+    assert registered["promoted"], registered["reason"]
+    plots = {f.path for f in tracking.client.list_artifacts(trained["mlflow_run_id"], "plots")}
+    wanted = {"regression": {"residuals.png", "predicted_actual.png"}, "multiclass": {"confusion_matrix.png"}}[task]
+    assert plots == {f"plots/{p}" for p in {*wanted, "feature_importance.png"}}
+    version = tracking.client.get_model_version(name, registered["version"])
+    assert f"- Task: {task}" in version.tags["mlops.model_card"]
+
+    # As champion it scores, its smoke sample expects what the server must answer, and the monitor judges it.
+    tracking.client.set_registered_model_alias(name, CHAMPION, registered["version"])
+    for ds in day_range("2013-03-14", 7):
+        score_partition(lake, cfg, tracking, ds)
+    predictions = lake.read_parquet(lake.uri(paths.predictions(cfg.name, END)))
+    model = tracking.load_model(trained["model_uri"])
+    if task == "multiclass":
+        probabilities = [c for c in predictions.columns if c.startswith("proba.")]
+        assert probabilities == ["proba.delayed", "proba.late", "proba.on_time"]
+        assert set(predictions["prediction"]) <= {"delayed", "late", "on_time"}
+    else:
+        assert predictions["prediction"].dtype == "float64"
+    sample = smoke_sample(lake, tracking, cfg, registered["version"], 5)
+    window = load(lake, cfg, END, 20)
+    assert sample.expected == tasks.served_predictions(model, pd.DataFrame(sample.rows)[window.spec.columns], task)
+
+    spec = window.spec
+    current = load_current(lake, cfg, END, spec.numeric, spec.categorical, registered["version"])
+    baselines = {k: v for k, v in challenger["metrics"].items() if v is not None}
+    quality = assess_quality(current.quality, cfg, baselines, registered["version"], current.matured_days)
+    assert quality.metric == cfg.train.metric.primary and quality.rows == len(current.quality) > 50
+    assert list(quality.metrics) == list(TASK_METRICS[task])
+    # The holdout days are among the scored ones: the monitored figure is close to the holdout one.
+    assert abs(quality.value - quality.baseline) < 0.2
