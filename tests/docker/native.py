@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from airflow_mlops import settings as package_settings
-from airflow_mlops.serving.server import ENV_TOKEN, ENV_TRACKING_URI
+from airflow_mlops.serving.config import ENV_ADMIN_TOKEN, ENV_TOKEN
+from airflow_mlops.serving.server import ENV_TRACKING_URI
 from airflow_mlops.stack.components import AIRFLOW_COMPONENTS, S3_SERVER, component_argv, component_env, stack_env
 from airflow_mlops.stack.keys import Secrets
 from airflow_mlops.stack.settings import DEFAULTS, MANAGED_S3_KEYS, StackConfig
@@ -22,7 +23,7 @@ DOCKER = REPO / "docker"
 PROCESS_PREFIXES = ("AIRFLOW", "MLOPS_", "MLFLOW_", "AWS_")
 """Variables that configure a process of the stack (the rest of the environment is the machine's)."""
 NATIVE_ONLY = {"MLOPS_STACK_DIR": "the local stack's marker of the processes it started"}
-SERVICE_READS = {"mlflow": set(), "model-server": {ENV_TOKEN, ENV_TRACKING_URI}}
+SERVICE_READS = {"mlflow": set(), "model-server": {ENV_TOKEN, ENV_ADMIN_TOKEN, ENV_TRACKING_URI}}
 """What the non-Airflow services read of the stack's environment (the local stack hands them all of it)."""
 SECRETS = Secrets(**{f.name: f"<secret {f.name}>" for f in fields(Secrets)})
 
