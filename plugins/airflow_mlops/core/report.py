@@ -42,7 +42,7 @@ class Verdict:
     labels: tuple[str, str] = field(default=("PASSED", "FAILED"))
 
 
-_CSS = """
+CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 main{max-width:1200px;margin:0 auto;padding:24px}
 h1{font-size:1.5rem;margin:0 0 16px}
@@ -92,7 +92,7 @@ def render_report(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{_e(title)}</h1>",
     ]
     if verdict is not None:
