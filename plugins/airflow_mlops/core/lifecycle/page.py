@@ -57,7 +57,7 @@ class Urls:
         return f"{run}/tasks/{quote(task_id, safe='')}" if run else None
 
     def lake(self, path: str | None) -> str | None:
-        return f"{self.plugin}/lake/{quote(path)}" if path else None
+        return f"{self.plugin}/lake/{quote(path, safe='/=')}" if path else None
 
     def pipeline(self, pipeline: str) -> str:
         return f"{self.plugin}/lifecycle/{quote(pipeline, safe='')}"
