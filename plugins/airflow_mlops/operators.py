@@ -561,13 +561,17 @@ class MonitorOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.lake import paths
         from airflow_mlops.core.monitor.monitor import monitor_step
-        from airflow_mlops.links import lake_file_url
+        from airflow_mlops.links import airflow_ui_url, lake_file_url, lifecycle_url
         from airflow_mlops.notifiers import MonitorAlertNotifier
 
         cfg, lake = self.config_and_lake()
         self.ds = self.monitored_date(context)
         tracking = self.tracking()
-        result = monitor_step(lake, cfg, tracking, self.run_tags(context), self.ds, self.train_active(context, cfg))
+        ti = context["ti"]
+        links = {"DAG run": airflow_ui_url(ti.dag_id, ti.run_id), "Lifecycle": lifecycle_url(cfg.name)}
+        result = monitor_step(
+            lake, cfg, tracking, self.run_tags(context), self.ds, self.train_active(context, cfg), links
+        )
         self.mlflow_run_url = result.get("mlflow_run_url")
         if result.get("report_uri"):
             self.report_url = lake_file_url(paths.monitor_report(cfg.name, self.ds))
