@@ -65,7 +65,9 @@ def test_every_trigger_form_submits_with_its_defaults(dagbag) -> None:
             try:
                 jsonschema.validate(submitted, param.schema)
             except jsonschema.ValidationError as exc:
-                raise AssertionError(f"{dag_id}: field {name!r} refuses its default {submitted!r}: {exc.message}") from exc
+                raise AssertionError(
+                    f"{dag_id}: field {name!r} refuses its default {submitted!r}: {exc.message}"
+                ) from exc
             assert param.resolve(submitted) == submitted, f"{dag_id}.{name}"
             if submitted is None:
                 types = param.schema.get("type", [])

@@ -33,7 +33,9 @@ def check_lake_path(path: str) -> tuple[str, str]:
 
 def can_read(user: BaseUser, pipeline: str) -> bool:
     """Whether the user may read the pipeline's DAGs (its reports and lifecycle page go with them)."""
-    return bool(get_auth_manager().is_authorized_dag(method="GET", user=user, details=DagDetails(id=f"{pipeline}__ingest")))
+    return bool(
+        get_auth_manager().is_authorized_dag(method="GET", user=user, details=DagDetails(id=f"{pipeline}__ingest"))
+    )
 
 
 def create_app() -> FastAPI:

@@ -41,8 +41,8 @@ def _configs() -> dict[str, PipelineConfig]:
 
 def _read(cfg: PipelineConfig) -> tuple[PipelineData, str | None]:
     """The pipeline's data (cached) and the MLflow UI base for links."""
-    from airflow_mlops.core.lifecycle.data import read_pipeline
     from airflow_mlops.core.lake.storage import StorageError
+    from airflow_mlops.core.lifecycle.data import read_pipeline
     from airflow_mlops.hooks import LakeConfigError, LakeHook, MlflowHook
 
     tracking = MlflowHook().get_tracking()

@@ -9,7 +9,15 @@ import pytest
 from airflow_mlops import config, settings
 from airflow_mlops.core.ingest.landing import read_landing_csv
 from airflow_mlops.core.ingest.validation import ValidationOutcome, date_parameters, validate_frame
-from airflow_mlops.core.report import Link, Section, Table, Verdict, render_error_html, render_report, render_validation_html
+from airflow_mlops.core.report import (
+    Link,
+    Section,
+    Table,
+    Verdict,
+    render_error_html,
+    render_report,
+    render_validation_html,
+)
 from tests.fixtures.bad_corpus import BAD_CASES, real_day_csv
 
 DS = "2013-01-01"

@@ -33,7 +33,9 @@ def pipeline(
         mp.setenv("MLOPS_PIPELINES_DIR", str(folder))
         mp.setenv("MLOPS_EXPECTATIONS_DIR", str(ROOT / "include" / "expectations"))
         mp.setenv("MLOPS_LAKE_ROOT", str(lake_root))
-        mp.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "http", "extra": {"tracking_uri": mlflow_server}}))
+        mp.setenv(
+            "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "http", "extra": {"tracking_uri": mlflow_server}})
+        )
         cfg = load_pipeline(folder / f"{name}.yaml")
         history = write_history(Tracking(mlflow_server), open_lake(str(lake_root)), cfg, versions=4, monitor_days=8)
         yield name, history
@@ -67,7 +69,7 @@ def test_pipeline_page_shows_versions_timeline_plots_and_links(airflow_api, pipe
     assert "Champion timeline" in page and "v2 became champion" in page and "v3 rolled back" in page
     assert page.count("<svg") == 3 and "<script" not in page
     assert f'href="/dags/{name}__train/runs/' in page  # DAG runs
-    assert f"/tasks/train" in page and f"/tasks/monitor" in page  # task logs
+    assert "/tasks/train" in page and "/tasks/monitor" in page  # task logs
     assert f'href="{mlflow_server}/#/experiments/' in page  # MLflow runs
     assert f'href="{mlflow_server}/#/models/{name}/versions/2"' in page
     report = f"/mlops/lake/reports/{name}/monitor/date={history.alarm_days[0]}/report.html"

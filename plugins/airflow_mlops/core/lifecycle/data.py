@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -167,37 +168,37 @@ def _run_ref(run: Any) -> RunRef:
     return RunRef(run.info.run_id, run.info.experiment_id, _tag(tags, "dag_id"), _tag(tags, "dag_run_id"))
 
 
+def _paged(tracking: Tracking, what: str, fetch: Callable[[str | None], Any]) -> list[Any]:
+    """Every item of a paged MLflow search, each page call retried."""
+    items: list[Any] = []
+    token: str | None = None
+    while True:
+        page = tracking._retry(functools.partial(fetch, token), what)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
 def _search_runs(tracking: Tracking, experiment: str) -> list[Any]:
     client = tracking.client
     found = tracking._retry(lambda: client.get_experiment_by_name(experiment), f"get experiment {experiment}")
     if found is None:
         return []
-    runs: list[Any] = []
-    token: str | None = None
-    while True:
-        page = tracking._retry(
-            lambda: client.search_runs([found.experiment_id], max_results=SEARCH_PAGE, page_token=token),
-            f"search runs of {experiment}",
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return _paged(
+        tracking,
+        f"search runs of {experiment}",
+        lambda token: client.search_runs([found.experiment_id], max_results=SEARCH_PAGE, page_token=token),
+    )
 
 
 def _search_versions(tracking: Tracking, name: str) -> list[Any]:
     client = tracking.client
-    versions: list[Any] = []
-    token: str | None = None
-    while True:
-        page = tracking._retry(
-            lambda: client.search_model_versions(f"name = {quote(name)}", max_results=SEARCH_PAGE, page_token=token),
-            f"search versions of {name}",
-        )
-        versions.extend(page)
-        token = page.token
-        if not token:
-            return versions
+    return _paged(
+        tracking,
+        f"search versions of {name}",
+        lambda token: client.search_model_versions(f"name = {quote(name)}", max_results=SEARCH_PAGE, page_token=token),
+    )
 
 
 def _gates(raw: str | None) -> tuple[Gate, ...]:
@@ -327,13 +328,19 @@ def read_pipeline(tracking: Tracking, lake: Lake | None, cfg: PipelineConfig) ->
     for alias, number in alias_map.items():
         by_version.setdefault(str(number), []).append(alias)
     audit = sorted(
-        (AuditRecord(**json.loads(v)) for k, v in (getattr(model, "tags", None) or {}).items() if k.startswith(AUDIT_PREFIX)),
+        (
+            AuditRecord(**json.loads(v))
+            for k, v in (getattr(model, "tags", None) or {}).items()
+            if k.startswith(AUDIT_PREFIX)
+        ),
         key=lambda r: (r.when, r.action),
     )
-    train_runs = attempt("training runs", lambda: _search_runs(tracking, train_experiment(cfg)), [])
+    train_runs: list[Any] = attempt("training runs", lambda: _search_runs(tracking, train_experiment(cfg)), [])
     runs_by_id = {r.info.run_id: r for r in train_runs}
-    versions = attempt("model versions", lambda: _search_versions(tracking, name), []) if model is not None else []
-    monitor_runs = attempt("monitor runs", lambda: _search_runs(tracking, monitor_experiment(cfg)), [])
+    versions: list[Any] = (
+        attempt("model versions", lambda: _search_versions(tracking, name), []) if model is not None else []
+    )
+    monitor_runs: list[Any] = attempt("monitor runs", lambda: _search_runs(tracking, monitor_experiment(cfg)), [])
     points = sorted(
         (p for p in (_monitor_point(r, cfg) for r in monitor_runs) if p is not None),
         key=lambda p: (p.ds, p.run.run_id),
@@ -341,9 +348,7 @@ def read_pipeline(tracking: Tracking, lake: Lake | None, cfg: PipelineConfig) ->
     latest: dict[str, MonitorPoint] = {p.ds: p for p in points}  # a rerun of a date keeps its newest run
     validation: list[Validation] = []
     if lake is not None:
-        validation = attempt(
-            "lake", lambda: [_validation(lake, cfg, source) for source in cfg.partitioned_sources], []
-        )
+        validation = attempt("lake", lambda: [_validation(lake, cfg, source) for source in cfg.partitioned_sources], [])
     return PipelineData(
         pipeline=cfg.name,
         model_name=name,

@@ -204,7 +204,9 @@ def render_index(rows: Sequence[tuple[PipelineData, AirflowState]], urls: Urls, 
     body = [
         _section(
             "Pipelines",
-            _table(("Pipeline", "Serving now", "Last ingest", "Last score", "Last monitor", "Needs a person"), table_rows)
+            _table(
+                ("Pipeline", "Serving now", "Last ingest", "Last score", "Last monitor", "Needs a person"), table_rows
+            )
             if table_rows
             else "<p>No pipeline you may read.</p>",
         )
@@ -260,7 +262,8 @@ def _versions(data: PipelineData, pipeline: str, urls: Urls) -> str:
             [
                 f"<b>v{_e(v.version)}</b> {status}",
                 _e(v.created or "?"),
-                f"{_e(v.window or '?')} ({_e(v.partition_count or '?')} partitions)<br><code>{_e(v.content_hash or '?')}</code>",
+                f"{_e(v.window or '?')} ({_e(v.partition_count or '?')} partitions)"
+                f"<br><code>{_e(v.content_hash or '?')}</code>",
                 _why(v, urls),
                 _gates(v),
                 f'<span class="num">{_num(v.metric)}</span>',
@@ -278,7 +281,8 @@ def _timeline(data: PipelineData, pipeline: str, urls: Urls) -> str:
     for record in reversed(data.audit):
         task = {"promote": "promote", "rollback": "rollback"}.get(record.action, "approve")
         what = {
-            "promote": f"v{record.champion} became champion" + (f" (replaced v{record.replaced})" if record.replaced else ""),
+            "promote": f"v{record.champion} became champion"
+            + (f" (replaced v{record.replaced})" if record.replaced else ""),
             "rollback": f"v{record.replaced} rolled back; champion back on "
             + (f"v{record.champion}" if record.champion else "none"),
             "approve": f"v{record.champion} approved",
@@ -348,9 +352,11 @@ def _monitoring(data: PipelineData, urls: Urls) -> str:
                 + link("MLflow run", urls.mlflow_run(p.run)),
             ]
         )
-    table = _table(
-        ("Date", "Outcome", "Champion", "Drift share", f"{data.primary_metric} / holdout", "Links"), rows
-    ) if rows else ""
+    table = (
+        _table(("Date", "Outcome", "Champion", "Drift share", f"{data.primary_metric} / holdout", "Links"), rows)
+        if rows
+        else ""
+    )
     note = f"<p>{len(points)} monitor runs; the table shows the latest 30.</p>" if len(points) > 30 else ""
     return _section("Monitoring", _charts(points, data.primary_metric) + note + table, anchor="monitoring")
 
@@ -370,7 +376,9 @@ def _validation(data: PipelineData, urls: Urls) -> str:
             for q in v.quarantined[:20]
         ]
         rows.append([_e(v.source), latest, f"<ul class='tight'>{''.join(quarantined)}</ul>" if quarantined else "none"])
-    inner = _table(("Source", "Latest validation", "Quarantined batches"), rows) if rows else "<p>Lake not readable.</p>"
+    inner = (
+        _table(("Source", "Latest validation", "Quarantined batches"), rows) if rows else "<p>Lake not readable.</p>"
+    )
     return _section("Data validation", inner, anchor="validation")
 
 
@@ -385,7 +393,9 @@ def _attention(data: PipelineData, state: AirflowState, urls: Urls) -> str:
         f"({link('report', urls.lake(f'reports/{data.pipeline}/validation/{source}/date={q.ds}/report.html'))})</li>"
         for source, q in data.open_quarantines()
     ]
-    items += [f"<li>Failed run {link(f'{r.dag_id} {r.run_id}', urls.dag_run(r.dag_id, r.run_id))}</li>" for r in state.failed]
+    items += [
+        f"<li>Failed run {link(f'{r.dag_id} {r.run_id}', urls.dag_run(r.dag_id, r.run_id))}</li>" for r in state.failed
+    ]
     items += [f"<li>Could not read {_e(e)}</li>" for e in data.errors]
     if not items:
         return _section("Needs a person", "<p>Nothing.</p>", "pass", "attention")

@@ -42,7 +42,9 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def line_chart(title: str, series: Sequence[Series], marks: Marks | None = None, y_range: tuple[float, float] | None = None) -> str:
+def line_chart(
+    title: str, series: Sequence[Series], marks: Marks | None = None, y_range: tuple[float, float] | None = None
+) -> str:
     """An SVG chart of the series (x: dates, y: values), a legend on the right, alarms and retrains marked."""
     marks = marks or Marks()
     values = [y for s in series for _, y in s.points if y is not None]
@@ -84,18 +86,24 @@ def line_chart(title: str, series: Sequence[Series], marks: Marks | None = None,
         dash = ' stroke-dasharray="5 4"' if s.dashed else ""
         for run in _runs(s.points):
             coords = " ".join(f"{x(ds):.1f},{y(v):.1f}" for ds, v in run)
-            parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.6" stroke-linecap="round"{dash}/>')
+            parts.append(
+                f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="1.6" '
+                f'stroke-linecap="round"{dash}/>'
+            )
         ly = TOP + 14 * i + 6
         parts.append(
             f'<line x1="{WIDTH - RIGHT + 10}" x2="{WIDTH - RIGHT + 28}" y1="{ly}" y2="{ly}" stroke="{color}" '
-            f'stroke-width="2"{dash}/><text x="{WIDTH - RIGHT + 32}" y="{ly + 4}" class="legend">{_e(s.name[:22])}</text>'
+            f'stroke-width="2"{dash}/>'
+            f'<text x="{WIDTH - RIGHT + 32}" y="{ly + 4}" class="legend">{_e(s.name[:22])}</text>'
         )
     if series and marks.alarms:
         on_line = dict(series[0].points)
         for ds in marks.alarms:
             v = on_line.get(ds)
             cy = y(v) if v is not None else TOP
-            parts.append(f'<circle cx="{x(ds):.1f}" cy="{cy:.1f}" r="4" class="alarm"><title>alarm {_e(ds)}</title></circle>')
+            parts.append(
+                f'<circle cx="{x(ds):.1f}" cy="{cy:.1f}" r="4" class="alarm"><title>alarm {_e(ds)}</title></circle>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 

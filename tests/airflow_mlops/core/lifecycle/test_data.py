@@ -56,7 +56,7 @@ def test_versions_timeline_and_monitoring_match_what_was_written(history) -> Non
 
     by_source = {val.source: val for val in data.validation}
     assert set(by_source) == set(cfg.partitioned_sources)
-    (source, days), = written.quarantined.items()
+    ((source, days),) = written.quarantined.items()
     assert by_source[source].latest_ds == days[0] and by_source[source].latest_passed is False
     assert [q.ds for q in by_source[source].quarantined] == days and by_source[source].quarantined[0].open
     assert [(s, q.ds) for s, q in data.open_quarantines()] == [(source, days[0])]

@@ -18,8 +18,8 @@ import yaml
 from airflow_mlops.config import PipelineConfig, parse_pipeline
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake, open_lake
-from airflow_mlops.core.monitor.drift import InsufficientData
 from airflow_mlops.core.monitor import monitor as mon
+from airflow_mlops.core.monitor.drift import InsufficientData
 from airflow_mlops.core.registry.tracking import CHAMPION, RunTags, Tracking, raw_rows
 from airflow_mlops.core.score import score_partition
 from airflow_mlops.core.train import training as tr

@@ -1,0 +1,170 @@
+"""In a real browser (headless Chromium) on the shared local stack: the lifecycle page, a drift report, a forced
+training from the trigger form, its approval in Required Actions, and a user without access.
+
+Screenshots of every step go to .local/test-artifacts/browser/ (kept after the run)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_mlops.stack import demo
+from airflow_mlops.stack.airflow_api import api_for
+from airflow_mlops.stack.keys import ADMIN_USER, user_password
+from airflow_mlops.stack.settings import StackConfig
+from tests.e2e.conftest import PIPELINE
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "test-artifacts" / "browser"
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 600, every: float = 3) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    # Not a skip: CI installs Debian's chromium (.ci/run); a missing browser is a broken set-up.
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: apt-get install -y chromium chromium-driver"
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def sign_in(browser: Any, stack: StackConfig, user: str) -> Any:
+    """A fresh browser context signed in through Airflow's login form."""
+    page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+    page.set_default_timeout(60_000)
+    page.goto(f"{stack.airflow_url}/")
+    page.wait_for_selector("input[name=username]")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", user_password(stack, user))
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/auth/" not in url and "login" not in url)
+    return page
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+
+
+@pytest.mark.timeout(3600)
+def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport, browser: Any) -> None:
+    from mlflow import MlflowClient
+
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.core.registry import promotion
+    from airflow_mlops.core.registry.tracking import Tracking
+
+    assert main_job.failed() == []
+    name = pipeline_by_name(PIPELINE).train.model_name(PIPELINE)
+    client = MlflowClient(stack.mlflow_url, registry_uri=stack.mlflow_url)
+    champion = client.get_model_version_by_alias(name, "champion").version
+    lifecycle = f"{stack.airflow_url}/mlops/lifecycle/{PIPELINE}"
+
+    # 1. Signed in as admin: the page is in Airflow's navigation (an iframe under /plugin/...).
+    admin = sign_in(browser, stack, ADMIN_USER)
+    admin.goto(f"{stack.airflow_url}/plugin/ml-lifecycle")
+    frame = admin.frame_locator("iframe")
+    frame.locator(f"a[href='/mlops/lifecycle/{PIPELINE}']").wait_for()
+    assert f"v{champion}" in frame.locator("body").inner_text()
+    shot(admin, "01-lifecycle-in-airflow-nav")
+
+    # 2. The pipeline's page: serving version and timeline as MLflow has them.
+    admin.goto(lifecycle)
+    serving = admin.locator("#serving").inner_text()
+    assert f"v{champion} since" in serving
+    timeline = admin.locator("#timeline").inner_text()
+    for record in promotion.audit_log(Tracking(stack.mlflow_url), name):
+        if record.action == "promote":
+            assert f"v{record.champion} became champion" in timeline
+    assert admin.locator("#monitoring svg").count() == 3
+    shot(admin, "02-pipeline-page")
+
+    # 3. Follow a link to a drift report; it links back to the lifecycle page.
+    admin.locator("#monitoring a", has_text="report").first.click()
+    admin.wait_for_load_state()
+    assert f"Monitor of {PIPELINE}" in admin.locator("h1").inner_text()
+    assert admin.locator(f"a[href='/mlops/lifecycle/{PIPELINE}']").count() == 1
+    shot(admin, "03-drift-report")
+
+    # 4. alice forces a training from the trigger form, with a reason.
+    api = api_for(stack)
+    before = {r["dag_run_id"] for r in api.all_runs(f"{PIPELINE}__train")}
+    alice = sign_in(browser, stack, "alice")
+    alice.goto(f"{stack.airflow_url}/dags/{PIPELINE}__train")
+    alice.get_by_role("button", name="Trigger").first.click()
+    dialog = alice.get_by_role("dialog")
+    reason = dialog.locator("#element_reason")
+    if not reason.is_visible():
+        dialog.get_by_text("Run Parameters").first.click()
+    reason.fill("browser test: retrain on request")
+    dialog.locator("label:has(input[name='element_force'])").first.click()
+    assert dialog.locator("input[name='element_force']").is_checked()
+    dialog.locator("#element_force_reason").fill("browser test forces it")
+    shot(alice, "04-trigger-form-force")
+    dialog.get_by_role("button", name="Trigger").last.click()
+    train_run = wait_for(
+        "the forced train run",
+        lambda: next((r for r in api.all_runs(f"{PIPELINE}__train") if r["dag_run_id"] not in before), None),
+        timeout=60,
+    )
+    assert train_run["conf"]["force"] is True and train_run["conf"]["force_reason"] == "browser test forces it"
+
+    # 5. The deploy it triggers waits for a person; the lifecycle page lists the pending approval.
+    def pending() -> list[dict[str, Any]]:
+        answer = api.request("GET", f"/api/v2/dags/{PIPELINE}__deploy/dagRuns/~/hitlDetails")
+        return [d for d in answer["hitl_details"] if not d.get("response_received")]
+
+    wait_for("the approval request of the deploy", pending, timeout=1200, every=5)
+    admin.goto(f"{lifecycle}?fresh=1")
+    assert "Approval pending" in admin.locator("#attention").inner_text()
+    admin.goto(f"{stack.airflow_url}/required_actions")
+    admin.get_by_text("Deploy", exact=False).first.click()
+    admin.get_by_role("button", name="Approve").wait_for()
+    page_text = admin.locator("body").inner_text()
+    assert "same holdout" in page_text and "Gates" in page_text
+    shot(admin, "05-approval-with-evidence")
+    admin.get_by_role("button", name="Approve").click()
+
+    # 6. The new champion on the lifecycle page, as MLflow has it.
+    new = wait_for(
+        "the approved version to become champion",
+        lambda: (v := client.get_model_version_by_alias(name, "champion").version) != champion and v,
+        timeout=900,
+        every=5,
+    )
+    version = client.get_model_version(name, new)
+    assert version.tags.get("mlops.force_by") == "alice" and version.tags.get("mlops.approved_by") == ADMIN_USER
+    admin.goto(f"{lifecycle}?fresh=1")
+    assert f"v{new} since" in admin.locator("#serving").inner_text()
+    assert f"v{new} approved" in admin.locator("#timeline").inner_text()
+    shot(admin, "06-new-champion")
+
+    # 7. A user without access gets no page and no report.
+    nobody = sign_in(browser, stack, "nobody")
+    answer = nobody.goto(lifecycle)
+    assert answer is not None and answer.status == 403
+    answer = nobody.goto(f"{stack.airflow_url}/mlops/lake/reports/{PIPELINE}/monitor/date=2013-02-15/report.html")
+    assert answer is not None and answer.status == 403
+    nobody.goto(f"{stack.airflow_url}/mlops/lifecycle/")
+    assert PIPELINE not in nobody.locator("table, main").first.inner_text()
+    shot(nobody, "07-no-access")
