@@ -116,6 +116,10 @@ def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport,
     reason = dialog.locator("#element_reason")
     if not reason.is_visible():
         dialog.get_by_text("Run Parameters").first.click()
+    # The form proposes "now" as logical date: after the pipeline's end_date no task would run (the run succeeds
+    # at once, doing nothing). No logical date, as the monitor's retrains; the window ends on the last live day.
+    dialog.locator("input[name='logicalDate']").fill("")
+    dialog.locator("#element_end_date").fill("2013-02-16")
     reason.fill("browser test: retrain on request")
     dialog.locator("label:has(input[name='element_force'])").first.click()
     assert dialog.locator("input[name='element_force']").is_checked()
@@ -128,6 +132,7 @@ def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport,
         timeout=60,
     )
     assert train_run["conf"]["force"] is True and train_run["conf"]["force_reason"] == "browser test forces it"
+    assert train_run["logical_date"] is None
 
     # 5. The deploy it triggers waits for a person; the lifecycle page lists the pending approval.
     def pending() -> list[dict[str, Any]]:
