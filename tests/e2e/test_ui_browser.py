@@ -118,7 +118,7 @@ def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport,
         dialog.get_by_text("Run Parameters").first.click()
     # The form proposes "now" as logical date: after the pipeline's end_date no task would run (the run succeeds
     # at once, doing nothing). No logical date, as the monitor's retrains; the window ends on the last live day.
-    dialog.locator("input[name='logicalDate']").fill("")
+    dialog.locator("input[type='datetime-local']").first.fill("")
     dialog.locator("#element_end_date").fill("2013-02-16")
     reason.fill("browser test: retrain on request")
     dialog.locator("label:has(input[name='element_force'])").first.click()
