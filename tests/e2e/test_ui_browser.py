@@ -16,7 +16,7 @@ from airflow_mlops.stack import demo
 from airflow_mlops.stack.airflow_api import api_for
 from airflow_mlops.stack.keys import ADMIN_USER, user_password
 from airflow_mlops.stack.settings import StackConfig
-from tests.e2e.conftest import PIPELINE
+from tests.e2e.conftest import END, PIPELINE
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".local" / "test-artifacts" / "browser"
@@ -66,6 +66,46 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
 
 
+def trigger_forced_training(page: Any, stack: StackConfig, api: Any) -> dict[str, Any]:
+    """Trigger `<p>__train` from its form (force, why, reason; window end on the last live day) and return the
+    DAG run it made."""
+    before = {r["dag_run_id"] for r in api.all_runs(f"{PIPELINE}__train")}
+    page.goto(f"{stack.airflow_url}/dags/{PIPELINE}__train")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    reason = dialog.locator("#element_reason")
+    if not reason.is_visible():
+        dialog.get_by_text("Run Parameters").first.click()
+    dialog.locator("#element_end_date").fill(END.isoformat())
+    reason.fill("browser test: retrain on request")
+    dialog.locator("label:has(input[name='element_force'])").first.click()
+    assert dialog.locator("input[name='element_force']").is_checked()
+    dialog.locator("#element_force_reason").fill("browser test forces it")
+    shot(page, "04-trigger-form-force")
+    dialog.get_by_test_id("trigger-dag-submit").click()
+    return wait_for(
+        "the forced train run",
+        lambda: next((r for r in api.all_runs(f"{PIPELINE}__train") if r["dag_run_id"] not in before), None),
+        timeout=60,
+    )
+
+
+def pending_approvals(api: Any) -> list[dict[str, Any]]:
+    answer = api.request("GET", f"/api/v2/dags/{PIPELINE}__deploy/dagRuns/~/hitlDetails")
+    return [d for d in answer["hitl_details"] if not d.get("response_received")]
+
+
+def approve_in_required_actions(page: Any, stack: StackConfig) -> None:
+    """Open the pending deploy approval from Airflow's Required Actions page, check its evidence, approve."""
+    page.goto(f"{stack.airflow_url}/required_actions")
+    page.get_by_text("Deploy", exact=False).first.click()
+    page.get_by_role("button", name="Approve").wait_for()
+    text = page.locator("body").inner_text()
+    assert "same holdout" in text and "Gates" in text
+    shot(page, "05-approval-with-evidence")
+    page.get_by_role("button", name="Approve").click()
+
+
 @pytest.mark.timeout(3600)
 def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport, browser: Any) -> None:
     from mlflow import MlflowClient
@@ -106,49 +146,27 @@ def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport,
     assert admin.locator(f"a[href='/mlops/lifecycle/{PIPELINE}']").count() == 1
     shot(admin, "03-drift-report")
 
-    # 4. alice forces a training from the trigger form, with a reason.
+    # 4. alice forces a training from the trigger form, with a reason, leaving the logical date the form proposes.
     api = api_for(stack)
-    before = {r["dag_run_id"] for r in api.all_runs(f"{PIPELINE}__train")}
     alice = sign_in(browser, stack, "alice")
-    alice.goto(f"{stack.airflow_url}/dags/{PIPELINE}__train")
-    alice.get_by_role("button", name="Trigger").first.click()
-    dialog = alice.get_by_role("dialog")
-    reason = dialog.locator("#element_reason")
-    if not reason.is_visible():
-        dialog.get_by_text("Run Parameters").first.click()
-    # The form proposes "now" as logical date: after the pipeline's end_date no task would run (the run succeeds
-    # at once, doing nothing). No logical date, as the monitor's retrains; the window ends on the last live day.
-    dialog.locator("input[type='datetime-local']").first.fill("")
-    dialog.locator("#element_end_date").fill("2013-02-16")
-    reason.fill("browser test: retrain on request")
-    dialog.locator("label:has(input[name='element_force'])").first.click()
-    assert dialog.locator("input[name='element_force']").is_checked()
-    dialog.locator("#element_force_reason").fill("browser test forces it")
-    shot(alice, "04-trigger-form-force")
-    dialog.get_by_role("button", name="Trigger").last.click()
-    train_run = wait_for(
-        "the forced train run",
-        lambda: next((r for r in api.all_runs(f"{PIPELINE}__train") if r["dag_run_id"] not in before), None),
-        timeout=60,
-    )
+    train_run = trigger_forced_training(alice, stack, api)
     assert train_run["conf"]["force"] is True and train_run["conf"]["force_reason"] == "browser test forces it"
-    assert train_run["logical_date"] is None
+    # The form's default: now, long after the pipeline's end_date. The train tasks run all the same.
+    assert train_run["logical_date"] is not None and train_run["logical_date"][:10] > "2013-12-30"
 
-    # 5. The deploy it triggers waits for a person; the lifecycle page lists the pending approval.
-    def pending() -> list[dict[str, Any]]:
-        answer = api.request("GET", f"/api/v2/dags/{PIPELINE}__deploy/dagRuns/~/hitlDetails")
-        return [d for d in answer["hitl_details"] if not d.get("response_received")]
-
-    wait_for("the approval request of the deploy", pending, timeout=1200, every=5)
+    # 5. The deploy it triggers waits for a person; the lifecycle page lists the pending approval. admin approves
+    # in Required Actions, where the evidence is.
+    wait_for("the approval request of the deploy", lambda: pending_approvals(api), timeout=1200, every=5)
+    tis = api.list_all(
+        f"/api/v2/dags/{PIPELINE}__train/dagRuns/{train_run['dag_run_id']}/taskInstances", "task_instances"
+    )
+    assert {ti["task_id"]: ti["state"] for ti in tis if ti["task_id"] in ("train", "register")} == dict.fromkeys(
+        ("train", "register"), "success"
+    )
     admin.goto(f"{lifecycle}?fresh=1")
     assert "Approval pending" in admin.locator("#attention").inner_text()
-    admin.goto(f"{stack.airflow_url}/required_actions")
-    admin.get_by_text("Deploy", exact=False).first.click()
-    admin.get_by_role("button", name="Approve").wait_for()
-    page_text = admin.locator("body").inner_text()
-    assert "same holdout" in page_text and "Gates" in page_text
-    shot(admin, "05-approval-with-evidence")
-    admin.get_by_role("button", name="Approve").click()
+    approve_in_required_actions(admin, stack)
+    wait_for("the approval to be received", lambda: not pending_approvals(api), timeout=120)
 
     # 6. The new champion on the lifecycle page, as MLflow has it.
     new = wait_for(
