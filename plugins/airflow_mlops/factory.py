@@ -138,7 +138,8 @@ def train_params(cfg: PipelineConfig) -> dict[str, Param]:
     """The typed trigger form of `<p>__train` (also what the monitor sets when it asks for a retrain)."""
     return {
         "end_date": optional_date_param(
-            "Window end", "Last day of the training window (YYYY-MM-DD). Empty: the run's logical date."
+            "Window end",
+            "Last day of the training window (YYYY-MM-DD). Empty: the run's date, at most the pipeline's end_date.",
         ),
         "window_days": Param(
             cfg.train.window_days,

@@ -95,14 +95,18 @@ def pending_approvals(api: Any) -> list[dict[str, Any]]:
     return [d for d in answer["hitl_details"] if not d.get("response_received")]
 
 
-def approve_in_required_actions(page: Any, stack: StackConfig) -> None:
-    """Open the pending deploy approval from Airflow's Required Actions page, check its evidence, approve."""
+def approve_in_required_actions(page: Any, stack: StackConfig, subject: str) -> None:
+    """Open the pending approval of that subject from Airflow's Required Actions page, check its evidence, approve."""
     page.goto(f"{stack.airflow_url}/required_actions")
-    page.get_by_text("Deploy", exact=False).first.click()
+    # The list keeps answered requests too (their buttons disabled): open the one still waiting.
+    request = page.locator("tr", has_text="Approval Required").get_by_text(subject, exact=True).first
+    request.wait_for()
+    shot(page, "05-required-actions")
+    request.click()
     page.get_by_role("button", name="Approve").wait_for()
     text = page.locator("body").inner_text()
     assert "same holdout" in text and "Gates" in text
-    shot(page, "05-approval-with-evidence")
+    shot(page, "05-approval-evidence")
     page.get_by_role("button", name="Approve").click()
 
 
@@ -156,7 +160,7 @@ def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport,
 
     # 5. The deploy it triggers waits for a person; the lifecycle page lists the pending approval. admin approves
     # in Required Actions, where the evidence is.
-    wait_for("the approval request of the deploy", lambda: pending_approvals(api), timeout=1200, every=5)
+    (request,) = wait_for("the approval request of the deploy", lambda: pending_approvals(api), timeout=1200, every=5)
     tis = api.list_all(
         f"/api/v2/dags/{PIPELINE}__train/dagRuns/{train_run['dag_run_id']}/taskInstances", "task_instances"
     )
@@ -165,7 +169,7 @@ def test_lifecycle_in_the_browser(stack: StackConfig, main_job: demo.LoopReport,
     )
     admin.goto(f"{lifecycle}?fresh=1")
     assert "Approval pending" in admin.locator("#attention").inner_text()
-    approve_in_required_actions(admin, stack)
+    approve_in_required_actions(admin, stack, request["subject"])
     wait_for("the approval to be received", lambda: not pending_approvals(api), timeout=120)
 
     # 6. The new champion on the lifecycle page, as MLflow has it.
