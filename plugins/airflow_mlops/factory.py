@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,25 @@ def default_args(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
-SCHEDULED_KINDS = ("ingest", "train")
-"""DAGs whose schedule stops at the pipeline's end_date; the others run on events (triggers, assets) and an
-end_date would give their runs (logical date: now) no tasks at all."""
+SCHEDULED_KINDS = ("ingest",)
+"""DAGs that get the pipeline's end_date. Airflow creates no task instance of a run whose logical date lies after
+a DAG's end_date and reports that run a success, so an end_date only suits a DAG whose every run is one day of
+data. The event DAGs (deploy, score, monitor; logical date: now, or none) never get one, and neither does train:
+see train_schedule."""
+
+
+def train_schedule(cfg: PipelineConfig, today: date | None = None) -> str | None:
+    """`<p>__train`'s schedule: the configured one until the pipeline's end_date, then none.
+
+    The train DAG has no end_date: with one, a run triggered from the form with its default logical date (now)
+    after the pipeline ended would run no task and still succeed, silently. Without one, every run trains, and a
+    run dated after the end trains on the window that ends on the pipeline's last day (TrainModelOperator). As
+    catchup is off, the schedule would only ever add runs dated after the end once it passed: it stops instead
+    (at the first parse after the end date)."""
+    today = today or datetime.now(UTC).date()
+    if cfg.end_date is not None and today > cfg.end_date:
+        return None
+    return cfg.train.schedule
 
 
 log = logging.getLogger(__name__)
@@ -144,7 +160,8 @@ def train_params(cfg: PipelineConfig) -> dict[str, Param]:
     """The typed trigger form of `<p>__train` (also what the monitor sets when it asks for a retrain)."""
     return {
         "end_date": optional_date_param(
-            "Window end", "Last day of the training window (YYYY-MM-DD). Empty: the run's logical date."
+            "Window end",
+            "Last day of the training window (YYYY-MM-DD). Empty: the run's date, at most the pipeline's end_date.",
         ),
         "window_days": Param(
             cfg.train.window_days,
@@ -214,7 +231,7 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
         "`challenger` alias. Trigger it by hand with the form; `force` needs a reason."
     )
     with DAG(
-        schedule=cfg.train.schedule,
+        schedule=train_schedule(cfg),
         catchup=False,
         max_active_runs=1,
         params=train_params(cfg),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlparse
 
 from airflow.sdk import BaseOperatorLink
 
@@ -17,6 +18,19 @@ if TYPE_CHECKING:
 def lake_file_url(path: str) -> str:
     """URL under which the API server plugin serves a lake file (path relative to the lake root)."""
     return f"{settings.reports_base_url()}/lake/{path.lstrip('/')}"
+
+
+def lifecycle_url(pipeline: str) -> str:
+    """URL of the pipeline's lifecycle page (served by the API server plugin)."""
+    return f"{settings.reports_base_url()}/lifecycle/{quote(pipeline, safe='')}"
+
+
+def airflow_ui_url(dag_id: str, run_id: str) -> str:
+    """The DAG run's page in the Airflow UI, under the API server's base URL path."""
+    from airflow.sdk import conf
+
+    base = urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 class ValidationReportLink(BaseOperatorLink):

@@ -156,6 +156,8 @@ def test_evidence_compares_with_the_champion_on_the_same_holdout(airflow_db, env
     assert 0 < ev["metrics"][f"challenger.{primary}"] <= 1 and 0 < ev["metrics"][f"champion.{primary}"] <= 1
     text = evidence_markdown(ev)
     assert "v2" in text and "champion v1" in text and ev["version_url"] in text and ev["gate_outcome"] in text
+    assert ev["gates"] and all(f"- {g['name'].replace('_', chr(92) + '_')}:" in text for g in ev["gates"])
+    assert ev["training_reason"] and ev["drift_at_training"] is None and "no monitor run yet" in text
 
 
 def test_approval_step_in_every_deploy_dag(env) -> None:  # noqa: F811

@@ -139,6 +139,35 @@ def test_force_needs_a_reason_and_is_recorded(airflow_db, env) -> None:
     assert "hotfix for ticket 42" in tags and "dag_test" in tags  # why, and who triggered the run
 
 
+def test_a_run_dated_after_the_pipeline_end_trains_on_the_last_window(airflow_db, env) -> None:
+    """The trigger form proposes now as logical date; once the pipeline's end_date has passed, that run still
+    trains (an end_date on the DAG made Airflow run no task and report success), on the window up to the end."""
+    from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.factory import build_pipeline, build_train_dag, train_schedule
+
+    server, pipelines = env
+    path = pipelines / "flight_delays.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["end_date"] = END
+    data["train"]["trigger_deploy"] = False
+    path.write_text(yaml.safe_dump(data))
+    cfg = pipeline_by_name("flight_delays")
+
+    # Only ingest (one day of data per run) stops at the end; deploy, score and monitor are events of any date.
+    ends = {dag_id for dag_id, dag in build_pipeline(cfg).items() if dag.end_date or any(t.end_date for t in dag.tasks)}
+    assert ends == {"flight_delays__ingest"}
+    dag = build_train_dag(cfg)
+    assert dag.end_date is None and dag.schedule is None  # the end has passed: no more scheduled trainings
+    assert train_schedule(cfg, today=cfg.end_date) == "@weekly"  # until then, the configured schedule
+    dr = dag.test(logical_date=datetime.now(UTC), run_conf={"reason": "after the end"})
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    assert str(dr.state) == "success" and {k: str(t.state) for k, t in tis.items()} == dict.fromkeys(
+        ("train", "evaluate", "register"), "success"
+    )
+    mv = client(server).get_model_version("flight_delays", xcom(tis["register"])["version"])
+    assert mv.tags["mlops.partitions"].split(",") == day_range("2013-03-01", 20)  # the 20 days up to END
+
+
 def test_trigger_form_submits_with_its_defaults() -> None:
     """Every field of the form accepts its default as the form sends it (an empty text field as null); a field
     whose schema does not allow null is one the form marks required."""

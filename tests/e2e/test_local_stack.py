@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -16,39 +13,16 @@ from airflow_mlops.stack.components import COMPONENTS
 from airflow_mlops.stack.control import down, up
 from airflow_mlops.stack.health import http_json
 from airflow_mlops.stack.runs import day_range
-from airflow_mlops.stack.settings import StackConfig, clean_environ
+from airflow_mlops.stack.settings import StackConfig
+from tests.e2e.conftest import HISTORY_END, PIPELINE, START
 
-ROOT = Path(__file__).resolve().parents[2]
-PIPELINE = "flight_delays"
 DAG_ID = f"{PIPELINE}__ingest"
-START, END = date(2013, 1, 1), date(2013, 1, 3)
+END = date(2013, 1, 3)
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
-    """A stack in a temp state folder on free ports, isolated from the test session's Airflow settings."""
-    state = tmp_path_factory.mktemp("stack")
-    cfg = StackConfig.load(
-        environ=clean_environ(os.environ),
-        overrides={
-            "MLOPS_STATE_DIR": str(state),
-            "MLOPS_LAKE_ROOT": "",
-            "MLOPS_AIRFLOW_PORT": str(supervisor.free_port()),
-            "MLOPS_MLFLOW_PORT": str(supervisor.free_port()),
-            "MLOPS_MODEL_SERVER_PORT": str(supervisor.free_port()),
-            "MLOPS_STACK_START_TIMEOUT_SECONDS": "600",
-            "MLOPS_DEMO_TIMEOUT_SECONDS": "900",
-        },
-    )
-    try:
-        yield cfg
-    finally:
-        down(cfg)  # always, whatever the test did; a no-op once the test stopped it
 
 
 def _alive(pids: set[int], sessions: set[int]) -> list[supervisor.Proc]:
@@ -95,15 +69,15 @@ def test_stack_runs_ingest_backfill_through_the_scheduler(stack: StackConfig) ->
 
 
 @pytest.mark.timeout(2400)
-def test_main_job_closes_the_loop_through_the_scheduler(stack: StackConfig) -> None:
+def test_main_job_closes_the_loop_through_the_scheduler(stack: StackConfig, main_job: demo.LoopReport) -> None:
     """The main job on a short live range: first model, nightly ingest, score and monitor, then the drift the
     monitor sees (mid-February weather against the January reference) retrains and redeploys through Airflow,
     once: a later check falls in the cool-down. The two days' ingests run at once, so their asset events may
     reach score and monitor in one run (which monitors the newer day): either day may be the one that alarms."""
     from mlflow import MlflowClient
 
-    history_end, end = date(2013, 2, 14), date(2013, 2, 16)
-    report = demo.run_loop(stack, PIPELINE, START, history_end, end)
+    history_end = HISTORY_END
+    report = main_job
     assert report.failed() == []
     runs = report.runs
     live = {day: state for day, state in run_days(runs[DAG_ID]).items() if day > history_end.isoformat()}

@@ -110,7 +110,13 @@ class PipelineConfig(Strict):
         description="Extra DAG tags (every DAG is also tagged mlops and the name); at most 100 characters each.",
     )
     start_date: date = Field(description="First logical date of the pipeline's DAGs.")
-    end_date: date | None = Field(None, description="Last logical date, if the data ends.")
+    end_date: date | None = Field(
+        None,
+        description=(
+            "Last day of data, if it ends: ingest stops there, the train schedule too; a training dated later trains "
+            "on the window up to it."
+        ),
+    )
     retries: int = Field(2, ge=0, description="Retries of every task (with exponential backoff).")
     retry_delay_seconds: int = Field(
         60, ge=1, description="First retry delay; it doubles on each retry, up to 10 minutes."

@@ -16,7 +16,7 @@ from airflow_mlops.operators.base import MlflowPipelineOperator, fail_without_re
 class TrainModelOperator(MlflowPipelineOperator):
     """Fits the pipeline's model on the training window and logs data, params and model to MLflow.
 
-    :param end_ds: last day of the window (templated; default the logical date).
+    :param end_ds: last day of the window (templated; default the run's date, at most the pipeline's end_date).
     :param window_days: days of features up to end_ds (templated; default the config's train.window_days).
     :param reason: why this training runs, recorded on the MLflow run (templated).
     """
@@ -38,6 +38,11 @@ class TrainModelOperator(MlflowPipelineOperator):
         cfg, lake = self.config_and_lake()
         window_days = int(str(self.window_days)) if given(self.window_days) else cfg.train.window_days
         end_ds = str(self.end_ds) if given(self.end_ds) else self.ds
+        if not given(self.end_ds) and cfg.end_date is not None and end_ds > cfg.end_date.isoformat():
+            # A run dated after the pipeline's end (the trigger form proposes now): no data comes after the end, so
+            # the newest window is the one ending on the last day (the train DAG has no end_date: see factory).
+            self.log.info("The run's date %s is after the pipeline's end_date: window up to %s", end_ds, cfg.end_date)
+            end_ds = cfg.end_date.isoformat()
         tracking = self.tracking()
         result = train_step(lake, cfg, tracking, self.run_tags(context), end_ds, window_days, str(self.reason or ""))
         self.mlflow_run_url = result["mlflow_run_url"]

@@ -99,7 +99,9 @@ def stack_env(cfg: StackConfig, keys: Secrets) -> dict[str, str]:
             "AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG": "4",
             "AIRFLOW__CORE__FERNET_KEY": keys.fernet_key,
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                f"{name}:{role}" for name, role in [(ADMIN_USER, "admin"), *cfg.airflow_users()]
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(cfg.passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{cfg.airflow_url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",

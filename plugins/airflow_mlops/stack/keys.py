@@ -47,6 +47,12 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def user_password(cfg: StackConfig, name: str) -> str:
+    """The password of a user of the stack's Airflow UI (admin or one of MLOPS_AIRFLOW_USERS)."""
+    ensure_secrets(cfg)
+    return str(json.loads(cfg.passwords_file.read_text())[name])
+
+
 def ensure_secrets(cfg: StackConfig) -> Secrets:
     """Read the stack's secrets and the admin password, generating (and storing) any that are missing."""
     stored: dict[str, str] = json.loads(cfg.secrets_file.read_text()) if cfg.secrets_file.is_file() else {}
@@ -55,8 +61,10 @@ def ensure_secrets(cfg: StackConfig) -> Secrets:
         write_private(cfg.secrets_file, json.dumps(stored, indent=1) + "\n")
     # The password lives in SimpleAuthManager's own file format: {"user": "password"}.
     passwords: dict[str, str] = json.loads(cfg.passwords_file.read_text()) if cfg.passwords_file.is_file() else {}
-    if not passwords.get(ADMIN_USER):
+    missing = [name for name in (ADMIN_USER, *(n for n, _ in cfg.airflow_users())) if not passwords.get(name)]
+    for name in missing:
         # Letters and digits only: easy to copy from a terminal into the login form.
-        passwords[ADMIN_USER] = "".join(secrets.choice(_LOGIN_CHARS) for _ in range(16))
+        passwords[name] = "".join(secrets.choice(_LOGIN_CHARS) for _ in range(16))
+    if missing:
         write_private(cfg.passwords_file, json.dumps(passwords) + "\n")
     return Secrets(admin_password=passwords[ADMIN_USER], **{name: stored[name] for name in GENERATORS})

@@ -17,6 +17,7 @@ SETTINGS_FILE = PROJECT_ROOT / "mlops.env"
 DEFAULTS = {
     "MLOPS_STATE_DIR": ".local/stack",
     "MLOPS_AIRFLOW_PORT": "8080",
+    "MLOPS_AIRFLOW_USERS": "",
     "MLOPS_MLFLOW_PORT": "5000",
     "MLOPS_MODEL_SERVER_PORT": "8000",
     "MLOPS_LAKE_ROOT": "",
@@ -54,6 +55,9 @@ MANAGED_S3_KEYS = {"aws_access_key_id": "mlops-local", "aws_secret_access_key": 
 WORKER_ADDRESS_BASE = 10
 """Celery worker N answers on 127.0.0.<10 + N>: its own loopback address, as if on a host of its own."""
 
+AIRFLOW_ROLES = ("viewer", "user", "op", "admin", "")
+"""Roles of Airflow's simple auth manager; an empty role grants nothing."""
+_USER = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
 
@@ -178,6 +182,20 @@ class StackConfig:
         elif not lake.startswith("s3://"):
             raise StackError(f"{self.source}: MLOPS_LAKE_ROOT must be a folder or s3://bucket/prefix, got {lake!r}")
         object.__setattr__(self, "lake_root", lake.rstrip("/") if lake.startswith("s3://") else lake)
+
+    def airflow_users(self) -> list[tuple[str, str]]:
+        """Users of the Airflow UI besides admin, from MLOPS_AIRFLOW_USERS (`name:role,...`; an empty role: a user
+        who may sign in and read nothing). Their passwords are generated into the passwords file."""
+        users: list[tuple[str, str]] = []
+        for item in filter(None, (part.strip() for part in self.settings.get("MLOPS_AIRFLOW_USERS", "").split(","))):
+            name, _, role = item.partition(":")
+            if not _USER.fullmatch(name) or role not in AIRFLOW_ROLES or name in {n for n, _ in users}:
+                raise StackError(
+                    f"{self.source}: MLOPS_AIRFLOW_USERS: {item!r} must be name:role (role one of "
+                    f"{', '.join(r for r in AIRFLOW_ROLES if r)}, or empty for no access), each name once"
+                )
+            users.append((name, role))
+        return users
 
     def _check_distributed(self) -> None:
         """Refuse settings of the distributed profile that cannot work, naming the key."""

@@ -1,4 +1,4 @@
-"""API server routes of the plugin: lake reports for signed-in users allowed to read the pipeline's DAGs."""
+"""API server routes of the plugin: lake reports and lifecycle pages for users allowed to read the pipeline's DAGs."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ def check_lake_path(path: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def can_read(user: BaseUser, pipeline: str) -> bool:
+    """Whether the user may read the pipeline's DAGs (its reports and lifecycle page go with them)."""
+    return bool(
+        get_auth_manager().is_authorized_dag(method="GET", user=user, details=DagDetails(id=f"{pipeline}__ingest"))
+    )
+
+
 def create_app() -> FastAPI:
     """The FastAPI app the plugin mounts under /mlops on the Airflow API server."""
     app = FastAPI(title="airflow-mlops", description="Reports of the ML lifecycle stored in the lake.")
@@ -40,10 +47,7 @@ def create_app() -> FastAPI:
     @app.get("/lake/{path:path}")
     async def lake_file(path: str, user: Annotated[BaseUser, Depends(get_user)]) -> Response:
         _zone, pipeline = check_lake_path(path)
-        allowed = get_auth_manager().is_authorized_dag(
-            method="GET", user=user, details=DagDetails(id=f"{pipeline}__ingest")
-        )
-        if not allowed:
+        if not can_read(user, pipeline):
             raise HTTPException(status_code=403, detail=f"not allowed to read the DAGs of pipeline {pipeline}")
 
         from airflow_mlops.core.lake.storage import StorageError
@@ -71,4 +75,7 @@ def create_app() -> FastAPI:
             },
         )
 
+    from airflow_mlops.ui.lifecycle import add_routes
+
+    add_routes(app, can_read)
     return app

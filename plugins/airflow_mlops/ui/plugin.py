@@ -21,6 +21,22 @@ class MlopsPlugin(AirflowPlugin):
     """airflow-mlops: serves lake reports under /mlops and registers the operators' extra links."""
 
     name = "airflow_mlops"
+    # The lifecycle pages in Airflow's navigation and as a tab of every DAG (the page of the DAG's pipeline).
+    external_views = [
+        {
+            "name": "ML lifecycle",
+            "href": "/mlops/lifecycle/",
+            "destination": "nav",
+            "url_route": "ml-lifecycle",
+            "category": "browse",
+        },
+        {
+            "name": "ML lifecycle",
+            "href": "/mlops/lifecycle/dag/{DAG_ID}",
+            "destination": "dag",
+            "url_route": "ml-lifecycle-dag",
+        },
+    ]
     operator_extra_links = [ValidationReportLink(), MlflowRunLink(), ModelVersionLink(), DriftReportLink()]
 
     # Every task process loads plugins (for macros): build the FastAPI app only when the API server asks.

@@ -9,7 +9,15 @@ import pytest
 from airflow_mlops import config, settings
 from airflow_mlops.core.ingest.landing import read_landing_csv
 from airflow_mlops.core.ingest.validation import ValidationOutcome, date_parameters, validate_frame
-from airflow_mlops.core.report import Section, Table, Verdict, render_error_html, render_report, render_validation_html
+from airflow_mlops.core.report import (
+    Link,
+    Section,
+    Table,
+    Verdict,
+    render_error_html,
+    render_report,
+    render_validation_html,
+)
 from tests.fixtures.bad_corpus import BAD_CASES, real_day_csv
 
 DS = "2013-01-01"
@@ -139,3 +147,19 @@ def test_generic_report_renders_sections_tables_and_statuses() -> None:
     assert '<tr class="pass"><td>a&lt;</td><td>0.1</td></tr><tr class="fail"><td>b</td><td>0.9</td></tr>' in page
     assert "<pre>x &lt; y</pre>" in page
     assert 'class="verdict' not in render_report("No verdict", {}, [])
+
+
+def test_context_links_are_anchors_only_for_http_and_same_origin_paths() -> None:
+    page = render_report(
+        "t",
+        {
+            "MLflow run": Link("run <1>", "http://mlflow:5000/#/experiments/1/runs/a"),
+            "DAG run": Link("d / r", "/dags/d/runs/r"),
+            "bad": Link("click", "javascript:alert(1)"),
+            "other host": Link("x", "//evil.example/"),
+        },
+        [],
+    )
+    assert '<a href="http://mlflow:5000/#/experiments/1/runs/a">run &lt;1&gt;</a>' in page
+    assert '<a href="/dags/d/runs/r">d / r</a>' in page
+    assert "javascript:" not in page and "evil.example" not in page

@@ -37,3 +37,22 @@ def test_fernet_key_is_accepted_by_cryptography(tmp_path: Path) -> None:
 
     key = ensure_secrets(make_cfg(tmp_path)).fernet_key
     assert Fernet(key.encode()).decrypt(Fernet(key.encode()).encrypt(b"x")) == b"x"
+
+
+def test_extra_users_get_their_own_passwords_and_a_bad_entry_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from airflow_mlops.stack.components import stack_env
+    from airflow_mlops.stack.keys import user_password
+    from airflow_mlops.stack.settings import StackError
+
+    cfg = make_cfg(tmp_path, MLOPS_AIRFLOW_USERS="alice:user, nobody:")
+    assert cfg.airflow_users() == [("alice", "user"), ("nobody", "")]
+    first = ensure_secrets(cfg)
+    passwords = json.loads(cfg.passwords_file.read_text())
+    assert set(passwords) == {"admin", "alice", "nobody"} and passwords["admin"] == first.admin_password
+    assert user_password(cfg, "alice") == passwords["alice"] != passwords["nobody"]
+    assert stack_env(cfg, first)["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,alice:user,nobody:"
+    for bad in ("alice:root", "alice:user,alice:viewer", "a b:user"):
+        with pytest.raises(StackError, match="MLOPS_AIRFLOW_USERS"):
+            make_cfg(tmp_path, MLOPS_AIRFLOW_USERS=bad).airflow_users()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,12 +104,21 @@ def evidence(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> 
     champion = tracking.alias_version(name, CHAMPION)
     primary = cfg.train.metric.primary
     metrics: dict[str, Any] = {}
+    disparities: dict[str, dict[str, float | None]] = {}
+    reason = None
     if mv.run_id:
         run = tracking._retry(lambda: tracking.client.get_run(mv.run_id), f"get run {mv.run_id}")
         logged = run.data.metrics
         for key in (primary, "rows"):
             metrics[f"challenger.{key}"] = logged.get(metric_key("holdout", key))
             metrics[f"champion.{key}"] = logged.get(metric_key("champion.holdout", key))
+        prefix = metric_key("holdout", "disparity") + "."
+        for key, value in sorted(logged.items()):
+            if key.startswith(prefix):
+                column = key[len(prefix) :]
+                champion_gap = logged.get(metric_key("champion.holdout", "disparity", column))
+                disparities[column] = {"challenger": value, "champion": champion_gap}
+        reason = run.data.tags.get(f"{TAG_PREFIX}reason")
     return {
         "model_name": name,
         "version": version,
@@ -127,6 +137,48 @@ def evidence(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> 
         "partitions": [p for p in tags.get(f"{TAG_PREFIX}partitions", "").split(",") if p],
         "mlflow_run_id": mv.run_id,
         "train_dag_run_id": tags.get(f"{TAG_PREFIX}dag_run_id"),
+        "gates": _gates(tags.get(f"{TAG_PREFIX}gates")),
+        "disparities": disparities,
+        "training_reason": reason,
+        "drift_at_training": drift_before(tracking, cfg, mv.creation_timestamp),
+    }
+
+
+def _gates(raw: str | None) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        gates = json.loads(raw or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [g for g in gates if isinstance(g, dict)]
+
+
+def drift_before(tracking: Tracking, cfg: PipelineConfig, before_ms: int | None) -> dict[str, Any] | None:
+    """What the monitor saw last before the version was registered: date, outcome, drift share, report path."""
+    from airflow_mlops.core.monitor.monitor import experiment
+
+    client = tracking.client
+    found = tracking._retry(lambda: client.get_experiment_by_name(experiment(cfg)), "get monitor experiment")
+    if found is None:
+        return None
+    where = f"attributes.start_time <= {int(before_ms)}" if before_ms else ""
+    runs = tracking._retry(
+        lambda: client.search_runs(
+            [found.experiment_id], where, max_results=1, order_by=["attributes.start_time DESC"]
+        ),
+        "search the last monitor run",
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    ds = run.data.tags.get(f"{TAG_PREFIX}monitor_ds")
+    return {
+        "date": ds,
+        "outcome": run.data.tags.get(f"{TAG_PREFIX}outcome"),
+        "drift_share": run.data.metrics.get("drift.share"),
+        "drifted_columns": run.data.tags.get(f"{TAG_PREFIX}drifted_columns"),
+        "report": paths.monitor_report(cfg.name, ds) if ds else None,
     }
 
 
@@ -134,27 +186,67 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def md(value: Any) -> str:
+    """Text from data as literal Markdown: every character Markdown (or HTML in it) could act on is escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def _md_link(text: str, url: Any) -> str | None:
+    url = str(url or "")
+    if not (url.startswith(("http://", "https://")) or (url.startswith("/") and not url.startswith("//"))):
+        return None
+    return f"[{md(text)}](<{url.replace('>', '%3E').replace(' ', '%20')}>)"
+
+
 def evidence_markdown(ev: dict[str, Any]) -> str:
-    """The approval form's body: the version against the champion on the same holdout, and where to read more."""
+    """The approval form's body: the version against the champion on the same holdout, the gates, slice gaps,
+    what the monitor saw before it was trained, and where to read more. Every value from data is escaped."""
     m, primary = ev["metrics"], ev["primary_metric"]
-    champion = f"v{ev['champion_before']}" if ev["champion_before"] else "none (first deployment)"
+    champion = f"v{md(ev['champion_before'])}" if ev["champion_before"] else "none (first deployment)"
+    version = md(ev["version"])
     lines = [
-        f"**{ev['model_name']} v{ev['version']}** to replace champion {champion}.",
+        f"**{md(ev['model_name'])} v{version}** to replace champion {champion}.",
         "",
-        f"| on the same holdout | {primary} | rows |",
+        f"| on the same holdout | {md(primary)} | rows |",
         "|---|---|---|",
-        f"| candidate v{ev['version']} | {_fmt(m.get(f'challenger.{primary}'))} | {_fmt(m.get('challenger.rows'))} |",
+        f"| candidate v{version} | {_fmt(m.get(f'challenger.{primary}'))} | {_fmt(m.get('challenger.rows'))} |",
         f"| champion {champion} | {_fmt(m.get(f'champion.{primary}'))} | {_fmt(m.get('champion.rows'))} |",
         "",
-        f"Gates: **{ev['gate_outcome']}**: {ev['gate_reason']}",
+        f"**Gates: {md(ev['gate_outcome'])}**: {md(ev['gate_reason'])}",
     ]
+    for gate in ev.get("gates") or []:
+        mark = "passed" if gate.get("passed") else "**failed**"
+        lines.append(
+            f"- {md(gate.get('name'))}: {mark} (observed {_fmt(gate.get('observed'))}, "
+            f"threshold {_fmt(gate.get('threshold'))}) {md(gate.get('detail') or '')}"
+        )
     if ev.get("forced_by"):
-        lines.append(f"Gates overridden by {ev['forced_by']}, who therefore cannot approve this version.")
-    lines += [
-        f"Training data: {ev['window']} (content hash `{ev['content_hash']}`).",
-        "",
-        f"[Model card and version]({ev['version_url']}) · [Training run]({ev['training_run_url']})",
-    ]
+        lines.append(f"\nGates overridden by {md(ev['forced_by'])}, who therefore cannot approve this version.")
+    if ev.get("disparities"):
+        lines += ["", f"| largest {md(primary)} gap between slices of | candidate | champion |", "|---|---|---|"]
+        for column, gaps in ev["disparities"].items():
+            lines.append(f"| {md(column)} | {_fmt(gaps.get('challenger'))} | {_fmt(gaps.get('champion'))} |")
+    lines += ["", f"Why trained: {md(ev.get('training_reason') or 'unknown')}"]
+    drift = ev.get("drift_at_training")
+    if drift:
+        lines.append(
+            f"Drift before training: monitor of {md(drift.get('date'))}: {md(drift.get('outcome'))}, drift share "
+            f"{_fmt(drift.get('drift_share'))}, drifted columns {md(drift.get('drifted_columns') or '-')}."
+        )
+    else:
+        lines.append("Drift before training: no monitor run yet.")
+    lines.append(f"Training data: {md(ev['window'])} (content hash {md(ev['content_hash'])}).")
+    links = {
+        "Model card and version": ev.get("version_url"),
+        "Training run": ev.get("training_run_url"),
+        "Training DAG run": ev.get("airflow_run_url"),
+        **(ev.get("links") or {}),
+    }
+    shown = [link for link in (_md_link(text, url) for text, url in links.items()) if link]
+    lines += ["", " · ".join(shown)]
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, detect_drift
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
-from airflow_mlops.core.report import Section, Table, Verdict, render_report
+from airflow_mlops.core.report import Link, Section, Table, Verdict, render_report
 from airflow_mlops.core.train import training as tr
 from airflow_mlops.core.train.tasks import PROBA_PREFIX, frame_scores, predict_frame, proba_column
 from airflow_mlops.core.train.tasks import positives as count_positives
@@ -584,7 +584,7 @@ def render_monitor_html(
     cfg: PipelineConfig,
     ds: str,
     decision: Decision,
-    context: Mapping[str, str],
+    context: Mapping[str, str | Link],
     current: CurrentData | None,
     drift: DriftResult | None,
     quality: QualityResult | None,
@@ -841,14 +841,21 @@ def run_checks(
 
 
 def monitor_step(
-    lake: Lake, cfg: PipelineConfig, tracking: Tracking, tags: RunTags, ds: str, train_active: bool = False
+    lake: Lake,
+    cfg: PipelineConfig,
+    tracking: Tracking,
+    tags: RunTags,
+    ds: str,
+    train_active: bool = False,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Check the window ending on `ds`: drift against the champion's reference, quality on matured labels,
     the decision, the HTML report on the lake and one MLflow run of figures. Returns a JSON-able summary.
 
     Missing data is an outcome (insufficient_data, no_champion), never an error. A rerun of the same DAG
     run resumes its MLflow run and rewrites the same report; earlier runs of other DAG runs that triggered a
-    retrain within `monitor.retrain.cooldown_days` days before `ds` hold a new trigger back.
+    retrain within `monitor.retrain.cooldown_days` days before `ds` hold a new trigger back. `links`: URLs the
+    report links to, by name: "DAG run" (the run's page in Airflow), "Lifecycle" (the pipeline's lifecycle page).
     """
     mon = cfg.monitor
     name = cfg.train.model_name(cfg.name)
@@ -862,15 +869,17 @@ def monitor_step(
     previous = previous_retrains(tracking, experiment_id, cfg.name, run_id) if champion is not None else []
     checks = run_checks(lake, cfg, ds, champion, previous, train_active)
     decision, current, drift, quality = checks.decision, checks.current, checks.drift, checks.quality
-    context = {
+    context: dict[str, str | Link] = {
         "Pipeline": cfg.name,
         "Logical date": ds,
         "Window": f"{days[0]}..{days[-1]} ({mon.window_days} days)",
         "Sources": ", ".join(mon.sources),
         "Champion": f"{name} v{champion.version}" if champion else f"{name}: none",
-        "MLflow run": run_url,
-        "DAG run": f"{tags.dag_id} / {tags.run_id}",
+        "MLflow run": Link(run_url, run_url),
+        "DAG run": Link(f"{tags.dag_id} / {tags.run_id}", (links or {}).get("DAG run", "")),
     }
+    if (links or {}).get("Lifecycle"):
+        context["Lifecycle"] = Link(f"lifecycle of {cfg.name}", (links or {})["Lifecycle"])
     page = render_monitor_html(cfg, ds, decision, context, current, drift, quality, checks.critical)
     lake.write_text(report_uri, page)
     result: dict[str, Any] = {

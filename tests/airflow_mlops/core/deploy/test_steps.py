@@ -65,3 +65,41 @@ def test_rollback_restores_the_champion_its_promotion_replaced(model) -> None:
     assert promotion.promote_record(tracking, name, "r2").replaced == "2"
     done = rollback_step(tracking, cfg, "3", seen_at_start, who("r2"))
     assert done["champion"] == "2" and tracking.alias_version(name, CHAMPION) == "2"
+
+
+def test_evidence_markdown_lists_gates_gaps_drift_and_links_and_escapes_data() -> None:
+    from airflow_mlops.core.deploy.steps import evidence_markdown
+
+    ev = {
+        "model_name": "flight_delays",
+        "version": "3",
+        "champion_before": "2",
+        "primary_metric": "roc_auc",
+        "metrics": {"challenger.roc_auc": 0.71, "champion.roc_auc": 0.7, "challenger.rows": 900, "champion.rows": 900},
+        "gate_outcome": "forced",
+        "gate_reason": "min_improvement not met",
+        "gates": [
+            {"name": "min_primary", "passed": True, "observed": 0.71, "threshold": 0.6, "detail": "floor"},
+            {"name": "min_improvement", "passed": False, "observed": 0.01, "threshold": 0.02, "detail": "gain"},
+        ],
+        "forced_by": "alice",
+        "disparities": {"origin": {"challenger": 0.05, "champion": 0.07}},
+        "training_reason": "manual: [click](javascript:alert(1)) <img src=x onerror=alert(1)>",
+        "drift_at_training": {"date": "2013-02-15", "outcome": "drift", "drift_share": 0.6, "drifted_columns": "temp"},
+        "window": "2013-01-01..2013-02-14",
+        "content_hash": "sha256:ab",
+        "version_url": "http://mlflow:5000/#/models/flight_delays/versions/3",
+        "training_run_url": "http://mlflow:5000/#/experiments/1/runs/r",
+        "airflow_run_url": "javascript:alert(1)",
+        "links": {"Lifecycle page": "/mlops/lifecycle/flight_delays"},
+    }
+    text = evidence_markdown(ev)
+    assert "| candidate v3 | 0.7100 | 900 |" in text and "| champion v2 | 0.7000 | 900 |" in text
+    assert "- min\\_improvement: **failed** (observed 0.0100, threshold 0.0200)" in text
+    assert "| origin | 0.0500 | 0.0700 |" in text
+    assert "monitor of 2013\\-02\\-15: drift, drift share 0.6000" in text
+    assert "[Model card and version](<http://mlflow:5000/#/models/flight_delays/versions/3>)" in text
+    assert "[Lifecycle page](</mlops/lifecycle/flight_delays>)" in text
+    # data is literal text: no link, image or HTML from a reason, no javascript: link
+    assert "\\[click\\]\\(javascript:alert\\(1\\)\\) \\<img src=x onerror=alert\\(1\\)\\>" in text
+    assert "Training DAG run" not in text

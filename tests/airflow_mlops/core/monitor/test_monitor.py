@@ -183,7 +183,8 @@ def lake(tmp_path: Path) -> Lake:
 def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake, champion: Champion) -> None:
     cfg = with_monitor(champion)
     write_window(lake, champion, cfg)
-    result = run_monitor(lake, champion, cfg)
+    links = {"DAG run": "/dags/flight_delays__monitor/runs/r1", "Lifecycle": "/mlops/lifecycle/flight_delays"}
+    result = run_monitor(lake, champion, cfg, links=links)
     assert result["outcome"] == "ok" and result["retrain"] is False and result["alarms"] == []
     assert result["champion_version"] == champion.version and result["insufficient"] == {}
     assert result["rows_seen"] == {"inference_log": 7 * REQUESTS_PER_DAY, "predictions": 7 * ROWS_PER_DAY}
@@ -202,6 +203,10 @@ def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake,
     assert result["report_uri"] == lake.uri(paths.monitor_report(cfg.name, DS))
     assert "Monitor of flight_delays for 2013-03-27" in report and "Evidently data drift report" in report
     assert "Quality on matured labels" in report and result["mlflow_run_url"] in report
+    # the report links back to its runs and the lifecycle page
+    assert f'<a href="{result["mlflow_run_url"]}">' in report
+    assert '<a href="/dags/flight_delays__monitor/runs/r1">' in report
+    assert '<a href="/mlops/lifecycle/flight_delays">' in report
 
     run = champion.tracking.client.get_run(result["mlflow_run_id"])
     assert run.data.tags[mon.TAG_OUTCOME] == "ok" and run.data.tags[mon.TAG_RETRAIN] == "false"
@@ -213,7 +218,7 @@ def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake,
     experiment = champion.tracking.client.get_experiment_by_name(cfg.monitor.experiment)
     assert experiment is not None and run.info.experiment_id == experiment.experiment_id
 
-    again = run_monitor(lake, champion, cfg)
+    again = run_monitor(lake, champion, cfg, links=links)
     assert again == result  # same MLflow run, same figures, same report
     # The same page in the same place; only the ids Evidently draws for its widgets differ.
     assert lake.read_text(result["report_uri"]).split("<iframe")[0] == report.split("<iframe")[0]

@@ -1,0 +1,1 @@
+"""The lifecycle of a pipeline as one view: versions, champion timeline, monitoring, validation (no Airflow)."""
