@@ -273,6 +273,10 @@ def build_train_dag(cfg: PipelineConfig) -> DAG:
     return dag
 
 
+SCORE_MAX_ACTIVE_RUNS = 16
+"""Score runs at once per pipeline (each scores its own partitions)."""
+
+
 def build_score_dag(cfg: PipelineConfig) -> DAG:
     """`<p>__score`: after each ingest (Asset `<p>.features`), the champion's predictions of the new partition."""
     doc = (
@@ -290,7 +294,10 @@ def build_score_dag(cfg: PipelineConfig) -> DAG:
     with DAG(
         schedule=[features_asset(cfg)],
         catchup=False,
-        max_active_runs=1,
+        # Not 1: with one active run, Airflow (3.x, apache/airflow#56050) keeps an event that arrives while the
+        # run is active queued until the next event, so a day's predictions waited a day. Runs of different
+        # partitions are independent and a rerun of one replaces its partition, so they may overlap.
+        max_active_runs=SCORE_MAX_ACTIVE_RUNS,
         params=params,
         render_template_as_native_obj=True,
         **_dag_kwargs(cfg, "score", doc),
