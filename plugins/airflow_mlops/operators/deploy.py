@@ -70,6 +70,7 @@ class CheckVersionOperator(DeployOperator):
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.deploy.steps import DeployRefused, evidence, evidence_markdown
+        from airflow_mlops.links import lake_file_url, lifecycle_url
 
         cfg, _ = self.config_and_lake()
         try:
@@ -77,6 +78,10 @@ class CheckVersionOperator(DeployOperator):
         except DeployRefused as exc:
             raise AirflowFailException(str(exc)) from exc
         self.model_version_url, self.mlflow_run_url = ev["version_url"], ev["training_run_url"]
+        drift = ev.get("drift_at_training") or {}
+        ev["links"] = {"Lifecycle page": lifecycle_url(cfg.name)}
+        if drift.get("report"):
+            ev["links"]["Drift report before training"] = lake_file_url(drift["report"])
         self.step_lineage.inputs = [version_ref(self.tracking_uri, ev["model_name"], ev["version"])]
         self.log.info("Deploying %s v%s (champion now: %s)", ev["model_name"], ev["version"], ev["champion_before"])
         return {**ev, "markdown": evidence_markdown(ev)}

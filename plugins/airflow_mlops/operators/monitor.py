@@ -49,7 +49,7 @@ class MonitorOperator(MlflowPipelineOperator):
         from airflow_mlops.core.lake import paths
         from airflow_mlops.core.monitor.monitor import monitor_step, window_days
         from airflow_mlops.core.registry.tracking import CHAMPION
-        from airflow_mlops.links import lake_file_url
+        from airflow_mlops.links import airflow_ui_url, lake_file_url, lifecycle_url
         from airflow_mlops.notifiers import MonitorAlertNotifier
 
         cfg, lake = self.config_and_lake()
@@ -57,6 +57,8 @@ class MonitorOperator(MlflowPipelineOperator):
         tracking = self.tracking()
         name, ds, tags = cfg.train.model_name(cfg.name), self.ds, self.run_tags(context)
         train_active = self.train_active(context, cfg)
+        ti = context["ti"]
+        links = {"DAG run": airflow_ui_url(ti.dag_id, ti.run_id), "Lifecycle": lifecycle_url(cfg.name)}
         days = window_days(ds, cfg.monitor.window_days)
         zones = ("predictions", "inference_log", "features")
         section = {"monitor": cfg.monitor.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}
@@ -70,7 +72,7 @@ class MonitorOperator(MlflowPipelineOperator):
             return [result["report_uri"]] if result.get("report_uri") else []
 
         def run() -> dict[str, Any]:
-            return monitor_step(lake, cfg, tracking, tags, ds, train_active)
+            return monitor_step(lake, cfg, tracking, tags, ds, train_active, links)
 
         result = self.cached(context, lake, "monitor", fingerprint_of, outputs, run)
         self.mlflow_run_url = result.get("mlflow_run_url")
