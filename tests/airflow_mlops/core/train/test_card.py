@@ -22,17 +22,20 @@ def test_model_card_holds_lineage_metrics_gates_and_links(cfg: PipelineConfig, w
     champion = evals.evaluate(fitted.model, split.holdout, tc, spec, name="champion")
     force = evals.ForceRequest("bob", "demo")
     decision = evals.decide(challenger, champion, tc.gates.model_copy(update={"min_improvement": 0.5}), force)
+    same = {
+        "model_name": "flight_delays",
+        "version": "7",
+        "data": window.summary,
+        "split": split.summary(),
+        "estimator": tc.model.estimator,
+        "params": fitted.params,
+        "challenger": challenger,
+        "champion": champion,
+        "champion_version": "6",
+        "decision": decision,
+    }
     card = cards.model_card(
-        model_name="flight_delays",
-        version="7",
-        data=window.summary,
-        split=split.summary(),
-        estimator=tc.model.estimator,
-        params=fitted.params,
-        challenger=challenger,
-        champion=champion,
-        champion_version="6",
-        decision=decision,
+        **same,
         airflow_run_url="http://airflow/dags/flight_delays__train/runs/r1",
         mlflow_run_url="http://mlflow/#/experiments/1/runs/abc",
     )
@@ -46,21 +49,7 @@ def test_model_card_holds_lineage_metrics_gates_and_links(cfg: PipelineConfig, w
     assert (
         "http://airflow/dags/flight_delays__train/runs/r1" in card and "http://mlflow/#/experiments/1/runs/abc" in card
     )
-    short = cards.model_card(
-        model_name="flight_delays",
-        version="7",
-        data=window.summary,
-        split=split.summary(),
-        estimator=tc.model.estimator,
-        params=fitted.params,
-        challenger=challenger,
-        champion=champion,
-        champion_version="6",
-        decision=decision,
-        airflow_run_url=None,
-        mlflow_run_url=None,
-        max_chars=len(card) - 200,
-    )
+    short = cards.model_card(**same, airflow_run_url=None, mlflow_run_url=None, max_chars=len(card) - 200)
     assert len(short) <= len(card) - 200 and window.content_hash in short and "## Gates" in short
 
 
