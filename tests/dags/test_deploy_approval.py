@@ -176,7 +176,7 @@ def test_forced_version_waits_for_another_user_then_is_promoted(stack: Stack, ap
 
     def respond(request: dict[str, Any]) -> dict[str, Any]:
         assert [u["name"] for u in request["assigned_users"]] == [REVIEWER]  # the forcer is left out
-        assert "v2" in request["subject"] and "Gates overridden by dag_test" in request["body"]
+        assert "v2" in request["subject"] and r"Gates overridden by dag\_test" in request["body"]  # Markdown-escaped
         with pytest.raises(ApiError) as refused:
             answer(apis[FORCER], request, "Approve")
         assert refused.value.status == 403
