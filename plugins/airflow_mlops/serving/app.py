@@ -270,7 +270,8 @@ class ModelServer:
 
     def _health(self) -> dict[str, Any]:
         loaded = {p: s.served.version if s.served else None for p, s in self.store.states.items()}
-        return {"status": "ok", "started_at": self.started_at, "models": loaded}
+        errors = {p: s.error for p, s in self.store.states.items() if s.error}  # e.g. a champion of the wrong task
+        return {"status": "ok", "started_at": self.started_at, "models": loaded, "errors": errors}
 
 
 def _is_invocation(path: str) -> bool:
