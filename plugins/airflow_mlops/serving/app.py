@@ -24,8 +24,8 @@ import pandas as pd
 
 from airflow_mlops.config import PipelineConfig, load_pipelines
 from airflow_mlops.core.lake.storage import open_lake
-from airflow_mlops.core.train import training
-from airflow_mlops.serving import fastpath, openapi
+from airflow_mlops.core.train import tasks, training
+from airflow_mlops.serving import fastpath, invocations, openapi
 from airflow_mlops.serving.config import ServerSettings
 from airflow_mlops.serving.inference_log import InferenceLog
 from airflow_mlops.serving.metrics import Metrics
@@ -111,7 +111,15 @@ class ModelServer:
                 self._authorize(headers, self._token)
                 body = await self._read_body(receive, headers)
                 status, payload = 200, self._predict(pipeline, body, request_id)
-            elif path == "/health":
+            elif _is_invocation(path):
+                route = "/invocations"
+                self._require(method, "POST")
+                self._authorize(headers, self._token)
+                pipeline = invocations.target(path, headers, list(self.store.states))
+                invocations.check_content_type(headers)
+                body = await self._read_body(receive, headers)
+                status, payload = 200, self._predict(pipeline, body, request_id, invocations.parse_rows)
+            elif path in ("/health", "/ping"):  # /ping: what MLflow's scoring clients probe
                 self._require(method, "GET")
                 status, payload = 200, self._health()
             elif path == "/version":
@@ -138,14 +146,15 @@ class ModelServer:
                 return
             else:
                 route = "other"
-                raise RequestError(404, f"no route {path[:200]!r} (routes: /predict/<pipeline>, /health, /version, "
-                                        "/metrics, /admin/reload, /openapi.json)")  # fmt: skip
+                raise RequestError(404, f"no route {path[:200]!r} (routes: /predict/<pipeline>, /invocations, "
+                                        "/invocations/<pipeline>, /endpoints/<pipeline>/invocations, /health, "
+                                        "/ping, /version, /metrics, /admin/reload, /openapi.json)")  # fmt: skip
         except RequestError as exc:
             status, payload = exc.status, {"error": exc.message, "request_id": request_id}
         except Exception:  # a bug must cost one request, not the server; its details go to the log only
             log.exception("request %s on %s failed", request_id, route)
             status, payload = 500, {"error": "internal error (details in the server log)", "request_id": request_id}
-        if route == "/predict" and pipeline not in self.store.states:
+        if route in ("/predict", "/invocations") and pipeline not in self.store.states:
             pipeline = "unknown"  # label values stay bounded whatever clients send
         await _respond(send, status, json.dumps(payload).encode(), b"application/json", request_id)
         self.metrics.observe(route, pipeline, status, time.perf_counter() - started)
@@ -207,7 +216,10 @@ class ModelServer:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _predict(self, pipeline: str, body: bytes, request_id: str) -> dict[str, Any]:
+    def _predict(
+        self, pipeline: str, body: bytes, request_id: str, parse: Callable[..., Any] = parse_rows
+    ) -> dict[str, Any]:
+        """The answer to the rows `parse` reads from `body` (/predict's or MLflow's formats)."""
         state = self.store.states.get(pipeline)
         if state is None:
             raise RequestError(
@@ -217,10 +229,13 @@ class ModelServer:
         if served is None:
             raise RequestError(503, f"pipeline {pipeline!r} has no model loaded: {state.error or 'not checked yet'}")
         at = datetime.now(UTC)
-        rows, exact = parse_rows(body, served, self.conf.max_rows)
+        rows, exact = parse(body, served, self.conf.max_rows)
         scores = self._score(served, rows, exact)
-        predictions = [None if math.isnan(s) else s for s in scores.tolist()]
-        self.inference_log.add(pipeline, served, request_id, at, rows, scores)
+        if served.task == "binary":
+            predictions = [None if math.isnan(s) else s for s in scores.tolist()]
+        else:
+            predictions = tasks.served_answers(scores, served.task, served.classes)
+        self.inference_log.add(pipeline, served, request_id, at, rows, scores, served.classes)
         self.metrics.rows[pipeline] = self.metrics.rows.get(pipeline, 0) + len(rows)
         return {
             "pipeline": pipeline,
@@ -231,7 +246,7 @@ class ModelServer:
         }
 
     def _score(self, served: ServedModel, rows: list[dict[str, Any]], exact: bool) -> np.ndarray:
-        """Positive-class probabilities: through the fast path when the model has one, else the pipeline.
+        """What `tasks.model_scores` gives: through the fast path when the model has one, else the pipeline.
 
         Rows not `exact`ly checked yet are checked before the pipeline sees them (the fast path refuses the
         integers those checks are about)."""
@@ -249,13 +264,26 @@ class ModelServer:
             check_rows(rows, served)
         frame = pd.DataFrame.from_records(rows, columns=list(served.columns))
         try:
-            return training.positive_scores(served.model, frame)
+            return tasks.model_scores(served.model, frame, served.task)
         except (ValueError, TypeError, OverflowError) as exc:  # values the model cannot take despite the types
             raise RequestError(422, f"the model cannot score these rows: {str(exc)[:300]}") from exc
 
     def _health(self) -> dict[str, Any]:
         loaded = {p: s.served.version if s.served else None for p, s in self.store.states.items()}
-        return {"status": "ok", "started_at": self.started_at, "models": loaded}
+        errors = {p: s.error for p, s in self.store.states.items() if s.error}  # e.g. a champion of the wrong task
+        return {"status": "ok", "started_at": self.started_at, "models": loaded, "errors": errors}
+
+
+def _is_invocation(path: str) -> bool:
+    return (
+        path == "/invocations"
+        or path.startswith("/invocations/")
+        or (
+            path.startswith("/endpoints/")
+            and path.endswith("/invocations")
+            and len(path) > len("/endpoints//invocations")
+        )
+    )
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: bytes, request_id: str) -> None:

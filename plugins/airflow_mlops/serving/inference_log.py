@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_mlops.core.lake.storage import Lake
+from airflow_mlops.core.train import tasks
 
 log = logging.getLogger("airflow_mlops.serving")
 
@@ -65,11 +66,15 @@ class InferenceLog:
         return self._rows
 
     def add(self, pipeline: str, served: Logged, request_id: str, at: datetime,
-            rows: Sequence[Mapping[str, Any]], scores: np.ndarray) -> None:  # fmt: skip
+            rows: Sequence[Mapping[str, Any]], scores: np.ndarray, classes: Sequence[Any] = ()) -> None:  # fmt: skip
+        """Buffer the rows with their `prediction`: a number per row (P(1) for binary, the value for regression),
+        or, for (rows, classes) probabilities, the most probable of `classes` and one `proba.<class>` per class
+        (the columns the batch predictions of core/train/tasks write)."""
         columns = served.columns
         records = [{c: row[c] for c in columns} for row in rows]  # new dicts in the model's column order
         stamp = pd.Timestamp(at)
-        for i, (record, score) in enumerate(zip(records, scores.tolist(), strict=True)):
+        predictions = tasks.predicted_classes(scores, classes).tolist() if scores.ndim == 2 else scores.tolist()
+        for i, (record, prediction) in enumerate(zip(records, predictions, strict=True)):
             record.update(
                 {
                     "request_id": request_id,
@@ -77,9 +82,13 @@ class InferenceLog:
                     "time": stamp,
                     "model_name": served.name,
                     "model_version": served.version,
-                    "prediction": score,
+                    tasks.PREDICTION: prediction,
                 }
             )
+        if scores.ndim == 2:
+            names = [tasks.proba_column(c) for c in classes]
+            for record, proba in zip(records, scores.tolist(), strict=True):
+                record.update(zip(names, proba, strict=True))
         with self._lock:
             self.rows_accepted[pipeline] = self.rows_accepted.get(pipeline, 0) + len(records)
             self._keep(pipeline, records)

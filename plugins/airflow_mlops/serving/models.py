@@ -19,7 +19,7 @@ from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.registry.promotion import APPROVED_BY, ROLLED_BACK
 from airflow_mlops.core.registry.tags import GATE_PASSED
 from airflow_mlops.core.registry.tracking import CHAMPION, RetryPolicy, Tracking, load_local_model
-from airflow_mlops.core.train import training
+from airflow_mlops.core.train import tasks, training
 from airflow_mlops.serving import fastpath
 
 log = logging.getLogger("airflow_mlops.serving")
@@ -39,6 +39,8 @@ class ServedModel:
     loaded_at: str
     fast: fastpath.FastPath | None = None  # None: every request goes through the sklearn pipeline
     scoring: str = "sklearn pipeline"  # how requests are scored, and why not the fast path
+    task: str = "binary"  # the pipeline's train.task, which the model was checked against
+    classes: tuple[Any, ...] = ()  # multiclass: the classes of the probability columns, in the model's order
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -87,17 +89,23 @@ def model_columns(model: Any, cfg: PipelineConfig) -> tuple[list[str], list[str]
     return spec.categorical, spec.numeric
 
 
-def validate_model(model: Any, categorical: Sequence[str], numeric: Sequence[str], example: Any) -> None:
-    """Predict on the stored input example and on an all-missing row; raise ValueError unless both give
-    one probability in [0, 1] per row."""
+def validate_model(model: Any, categorical: Sequence[str], numeric: Sequence[str], example: Any,
+                   task: str = "binary") -> None:  # fmt: skip
+    """Predict on the stored input example and on an all-missing row; raise ValueError unless both give what
+    `task` answers: one probability in [0, 1] (binary) or one finite number (regression) per row, or one
+    row of class probabilities in [0, 1] (multiclass)."""
     frames = []
     if isinstance(example, pd.DataFrame) and len(example):
         frames.append(example)
     frames.append(pd.DataFrame([dict.fromkeys([*categorical, *numeric])]))
     for frame in frames:
         with training.thread_limit(1):
-            scores = training.positive_scores(model, frame)
-        if scores.shape != (len(frame),) or not np.all(np.isfinite(scores)) or scores.min() < 0 or scores.max() > 1:
+            scores = tasks.model_scores(model, frame, task)
+        shape = (len(frame), len(tasks.model_classes(model))) if task == "multiclass" else (len(frame),)
+        valid = scores.shape == shape and bool(np.all(np.isfinite(scores)))
+        if valid and task != "regression":
+            valid = scores.min() >= 0 and scores.max() <= 1
+        if not valid:
             raise ValueError(f"validation prediction on {len(frame)} row(s) gave {scores.tolist()[:5]}")
 
 
@@ -175,11 +183,16 @@ class ModelStore:
                 example = Model.load(str(local)).load_input_example(str(local))
             except Exception as exc:  # a broken example is a broken model version
                 raise ValueError(f"cannot read the input example of {uri}: {exc}") from exc
+        task = state.cfg.train.task
+        tasks.check_model(model, task)  # TaskMismatch: e.g. a regressor registered for a classification task
         categorical, numeric = model_columns(model, state.cfg)
-        validate_model(model, categorical, numeric, example)
+        validate_model(model, categorical, numeric, example, task)
         # The fast path is compared with the sklearn path here; a model it cannot replay exactly is still
         # served, through the pipeline.
-        fast, detail = fastpath.compile_pipeline(model, categorical, numeric, example)
+        if task == "binary":
+            fast, detail = fastpath.compile_pipeline(model, categorical, numeric, example)
+        else:
+            fast, detail = None, f"it replays binary classifiers only, train.task is {task}"
         if fast is None:
             scoring = f"sklearn pipeline (no fast path: {detail})"
             log.warning("%s version %s: scored through the sklearn pipeline, no fast path: %s", state.name, version,
@@ -198,6 +211,8 @@ class ModelStore:
             loaded_at=now(),
             fast=fast,
             scoring=scoring,
+            task=task,
+            classes=tuple(tasks.model_classes(model)) if task == "multiclass" else (),
         )
 
     def versions(self) -> dict[str, Any]:

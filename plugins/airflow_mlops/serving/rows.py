@@ -45,7 +45,7 @@ def show(value: Any) -> str:
     return f"{type(value).__name__} {_SHOW.repr(value)}"
 
 
-def _name(key: str) -> str:
+def field_name(key: str) -> str:
     """A field name for an error message: as it is, unless long or unprintable."""
     return key if len(key) <= 60 and key.isprintable() else _SHOW.repr(key)
 
@@ -122,37 +122,43 @@ def parse_rows(body: bytes, served: Inputs, max_rows: int) -> tuple[list[dict[st
         raise RequestError(422, 'request body must be a JSON object {"rows": [{feature: value, ...}, ...]}')
     extra_keys = sorted(set(payload) - {"rows"})
     if extra_keys:
-        names = ", ".join(_name(k) for k in extra_keys[:5])
+        names = ", ".join(field_name(k) for k in extra_keys[:5])
         raise RequestError(422, f"unknown top-level field(s): {names} (only 'rows' is accepted)")
-    rows = payload["rows"]
+    return checked_rows(payload["rows"], served, max_rows, "rows", "\\u" not in text)
+
+
+def checked_rows(
+    rows: Any, served: Inputs, max_rows: int, field: str, plain_text: bool
+) -> tuple[list[dict[str, Any]], bool]:
+    """`rows` (the request's `field`) checked as `parse_rows` says; `plain_text`: the body holds no \\u escape."""
     if not isinstance(rows, list):
-        raise RequestError(422, f"'rows' must be a list of objects, got {type(rows).__name__}")
+        raise RequestError(422, f"'{field}' must be a list of objects, got {type(rows).__name__}")
     if not rows:
-        raise RequestError(422, "'rows' is empty: send at least one row")
+        raise RequestError(422, f"'{field}' is empty: send at least one row")
     if len(rows) > max_rows:
-        raise RequestError(413, f"'rows' has {len(rows)} rows; at most {max_rows} per request")
+        raise RequestError(413, f"'{field}' has {len(rows)} rows; at most {max_rows} per request")
     # A lone surrogate can only come from a \u escape (the text is strict UTF-8): without one, strings are
     # plain text and the column-wise check (faster from a few rows on) need not look into them.
-    if len(rows) > 4 and "\\u" not in text and _plainly_valid(rows, served):
+    if len(rows) > 4 and plain_text and _plainly_valid(rows, served):
         return rows, False
-    check_rows(rows, served)
+    check_rows(rows, served, field)
     return rows, True
 
 
-def check_rows(rows: Sequence[Any], served: Inputs) -> None:
-    """Row by row, field by field: RequestError naming the first problem."""
+def check_rows(rows: Sequence[Any], served: Inputs, field: str = "rows") -> None:
+    """Row by row, field by field: RequestError naming the first problem (`field`[i].column)."""
     wanted = set(served.columns)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise RequestError(422, f"rows[{i}] must be an object of feature values, got {type(row).__name__}")
+            raise RequestError(422, f"{field}[{i}] must be an object of feature values, got {type(row).__name__}")
         if row.keys() != wanted:
             missing = [c for c in served.columns if c not in row]
             if missing:
-                raise RequestError(422, f"rows[{i}]: missing field(s) {', '.join(missing)}")
-            extra = sorted(_name(k) for k in row if k not in wanted)
+                raise RequestError(422, f"{field}[{i}]: missing field(s) {', '.join(missing)}")
+            extra = sorted(field_name(k) for k in row if k not in wanted)
             raise RequestError(
                 422,
-                f"rows[{i}]: unknown field(s) {', '.join(extra[:5])} (model {served.name} v{served.version} takes "
+                f"{field}[{i}]: unknown field(s) {', '.join(extra[:5])} (model {served.name} v{served.version} takes "
                 f"{', '.join(served.columns)})",
             )
         for col in served.categorical:
@@ -160,25 +166,25 @@ def check_rows(rows: Sequence[Any], served: Inputs) -> None:
             if value is None:
                 continue
             if not isinstance(value, str):
-                raise RequestError(422, f"rows[{i}].{col}: expected a string or null, got {show(value)}")
+                raise RequestError(422, f"{field}[{i}].{col}: expected a string or null, got {show(value)}")
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
                 raise RequestError(
-                    400, f"rows[{i}].{col}: not valid Unicode text (a lone surrogate {value[exc.start]!r})"
+                    400, f"{field}[{i}].{col}: not valid Unicode text (a lone surrogate {value[exc.start]!r})"
                 ) from exc
         for col in served.numeric:
             value = row[col]
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise RequestError(422, f"rows[{i}].{col}: expected a number or null, got {show(value)}")
+                raise RequestError(422, f"{field}[{i}].{col}: expected a number or null, got {show(value)}")
             if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
                 raise RequestError(
-                    400, f"rows[{i}].{col}: integer out of range, got {show(value)} (at most 2**63 - 1 in size)"
+                    400, f"{field}[{i}].{col}: integer out of range, got {show(value)} (at most 2**63 - 1 in size)"
                 )
             if isinstance(value, float) and math.isinf(value):  # Python's json accepts Infinity
-                raise RequestError(422, f"rows[{i}].{col}: expected a finite number or null, got {value!r}")
+                raise RequestError(422, f"{field}[{i}].{col}: expected a finite number or null, got {value!r}")
 
 
 _TEXT_OR_NULL = frozenset({str, type(None)})

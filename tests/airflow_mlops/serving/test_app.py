@@ -206,8 +206,10 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-ROUTES = st.sampled_from([f"/predict/{PIPELINE}", "/predict/nope", "/version", "/admin/reload", "/health",
-                          "/metrics", "/openapi.json", "/"]) | st.text(max_size=30).map(lambda t: "/" + t)  # fmt: skip
+PATHS = [f"/predict/{PIPELINE}", "/predict/nope", f"/invocations/{PIPELINE}", "/invocations", "/endpoints//invocations",
+         f"/endpoints/{PIPELINE}/invocations", "/version", "/admin/reload", "/health", "/ping", "/metrics",
+         "/openapi.json", "/"]  # fmt: skip
+ROUTES = st.sampled_from(PATHS) | st.text(max_size=30).map(lambda t: "/" + t)
 
 
 def _send(server: ServerProcess, method: str, path: str, body: bytes, headers: dict[str, str]) -> None:
@@ -240,9 +242,23 @@ def test_fuzzed_rows_never_get_a_5xx_nor_hang(setup: Setup, server: ServerProces
         if data.draw(st.booleans()):
             row[data.draw(st.text(max_size=8))] = data.draw(JSON)
         rows.append(row if data.draw(st.integers(0, 20)) else data.draw(JSON))
-    payload = data.draw(st.sampled_from([{"rows": rows}, rows, {"rows": rows, "x": 1}]))
+    # /predict's body, or one of MLflow's (/invocations): records, or the rows' values under their first keys.
+    columns = list(base[0])
+    split = {"columns": columns, "data": [[r.get(c) for c in columns] if isinstance(r, dict) else r for r in rows]}
+    path, payload = data.draw(
+        st.sampled_from(
+            [
+                (f"/predict/{PIPELINE}", {"rows": rows}),
+                (f"/predict/{PIPELINE}", rows),
+                (f"/predict/{PIPELINE}", {"rows": rows, "x": 1}),
+                (f"/invocations/{PIPELINE}", {"dataframe_records": rows}),
+                (f"/invocations/{PIPELINE}", {"instances": rows, "params": {}}),
+                (f"/invocations/{PIPELINE}", {"dataframe_split": split}),
+            ]
+        )
+    )
     body = json.dumps(payload).encode()
-    _send(server, "POST", f"/predict/{PIPELINE}", body, {**AUTH, "Content-Type": "application/json"})
+    _send(server, "POST", path, body, {**AUTH, "Content-Type": "application/json"})
 
 
 @FUZZ
@@ -287,4 +303,14 @@ def test_the_openapi_description_fuzzed_by_schemathesis(server: ServerProcess) -
             except Unsatisfiable:
                 assert mode == GenerationMode.NEGATIVE, operation.path  # nothing to negate: no body, no parameter
     # schemathesis leaves out the description's own URL.
-    assert sorted(paths) == ["/admin/reload", "/health", "/metrics", "/predict/{pipeline}", "/version"]
+    assert sorted(paths) == [
+        "/admin/reload",
+        "/endpoints/{pipeline}/invocations",
+        "/health",
+        "/invocations",
+        "/invocations/{pipeline}",
+        "/metrics",
+        "/ping",
+        "/predict/{pipeline}",
+        "/version",
+    ]

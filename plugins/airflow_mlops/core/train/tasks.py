@@ -153,15 +153,18 @@ def served_predictions(model: Any, frame: pd.DataFrame, task: str) -> list[Any]:
     binary and regression: one number per row (null for NaN); multiclass: one
     `{"prediction": class, "probabilities": {class: p, ...}}` per row.
     """
-    out = predict_frame(model, frame, task)
+    return served_answers(model_scores(model, frame, task), task, model_classes(model))
+
+
+def served_answers(scores: np.ndarray, task: str, classes: Sequence[Any]) -> list[Any]:
+    """`served_predictions` of scores as `model_scores` gives them (multiclass: of the model's `classes`)."""
     if task != "multiclass":
-        return [None if math.isnan(v) else float(v) for v in out[PREDICTION].tolist()]
-    classes = model_classes(model)
-    proba = out[[proba_column(c) for c in classes]].to_numpy(dtype="float64")
+        return [None if math.isnan(v) else float(v) for v in scores.tolist()]
     names = [str(c) for c in classes]
+    labels = predicted_classes(scores, classes).tolist()
     return [
         {"prediction": _plain(label), "probabilities": dict(zip(names, map(float, row), strict=True))}
-        for label, row in zip(out[PREDICTION].tolist(), proba, strict=True)
+        for label, row in zip(labels, scores.tolist(), strict=True)
     ]
 
 
