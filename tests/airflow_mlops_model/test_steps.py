@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from airflow_mlops_model.expressions import TreeError, columns_of
-from airflow_mlops_model.steps import DerivedFeatures
 
 from airflow_mlops.config import PipelineConfig, load_pipeline
 from airflow_mlops.core.ingest.features import build_features, join_sources
 from airflow_mlops.core.registry.models import client_columns, client_rows
 from airflow_mlops.core.train import training as tr
+from airflow_mlops_model.expressions import TreeError, columns_of
+from airflow_mlops_model.steps import DerivedFeatures
 from tests.airflow_mlops.config.test_expressions import SHIPPED, real_sources
 
 DAYS = ["2013-01-01", "2013-02-08", "2013-06-15", "2013-12-30"]
