@@ -88,7 +88,7 @@ def run_doc(workdir: Path) -> tuple[dict[str, str], float]:
     started = time.monotonic()
     checkout = workdir / "checkout"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for part in ("plugins/airflow_mlops", "include", "dags"):
+    for part in ("plugins/airflow_mlops", "plugins/airflow_mlops_model", "include", "dags"):
         shutil.copytree(ROOT / part, checkout / part, ignore=ignore)
     for name in ("pyproject.toml", "README.md", "requirements.lock"):
         shutil.copy(ROOT / name, checkout / name)

@@ -1,13 +1,13 @@
-"""The tree of a parsed expression: each node evaluates itself on a frame with vectorised pandas operations.
+"""The tree of a parsed expression, and its plain-data form that the feature build and the models evaluate.
 
-Built only by `expressions.parse_expression`, which checks every node first. pandas and numpy are imported
-when an expression is evaluated, never at import (DAG files import the config package).
+Built only by `expressions.parse_expression`, which checks every node first. `Expression.data` is the tree as
+nested lists of names, strings and numbers; `airflow_mlops_model.expressions` evaluates that form with
+vectorised pandas operations, both in the feature build and inside every logged model (one implementation,
+so a feature is computed the same way offline and online). pandas is imported only when evaluating.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,22 +15,12 @@ Kind = Literal["number", "bool", "string", "datetime"]
 """What a column or an expression holds, as far as the checks are concerned."""
 
 
-# The tree ---------------------------------------------------------------------------------------------------
-
-
-def _series(value: Any, frame: Any) -> Any:
-    """The value as a Series over the frame's rows (a constant is repeated)."""
-    import pandas as pd
-
-    return value if isinstance(value, pd.Series) else pd.Series(value, index=frame.index)
-
-
 class Node:
-    """A checked piece of an expression; `evaluate` gives a Series or, for constants, a scalar."""
+    """A checked piece of an expression; `data` is its plain-data form (see airflow_mlops_model.expressions)."""
 
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
+    def data(self) -> list[Any]:
         raise NotImplementedError
 
 
@@ -39,8 +29,8 @@ class Column(Node):
     name: str
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        return frame[self.name]
+    def data(self) -> list[Any]:
+        return ["column", self.name]
 
 
 @dataclass(frozen=True)
@@ -48,8 +38,8 @@ class Constant(Node):
     value: int | float | str | bool
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        return self.value
+    def data(self) -> list[Any]:
+        return ["constant", self.value, self.kind]
 
 
 @dataclass(frozen=True)
@@ -58,25 +48,19 @@ class Unary(Node):
     operand: Node
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        value = self.operand.evaluate(frame)
-        if self.op == "-":
-            return -value
-        if self.op == "+":
-            return +value
-        return ~value  # `not` and `~`, as DataFrame.eval reads them: element-wise
+    def data(self) -> list[Any]:
+        return ["unary", self.op, self.operand.data()]
 
 
 @dataclass(frozen=True)
 class Binary(Node):
     op: str
-    func: Callable[[Any, Any], Any]
     left: Node
     right: Node
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        return self.func(self.left.evaluate(frame), self.right.evaluate(frame))
+    def data(self) -> list[Any]:
+        return ["binary", self.op, self.left.data(), self.right.data()]
 
 
 @dataclass(frozen=True)
@@ -87,52 +71,20 @@ class Logical(Node):
     operands: tuple[Node, ...]
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        func = operator.and_ if self.op == "and" else operator.or_
-        values = [o.evaluate(frame) for o in self.operands]
-        result = values[0]
-        for value in values[1:]:
-            result = func(result, value)
-        return result
-
-
-def _as_bool(value: Any) -> Any:
-    """A nullable boolean result as plain booleans, missing as false (what a comparison with NaN gives)."""
-    import pandas as pd
-
-    if isinstance(value, pd.Series) and isinstance(value.dtype, pd.BooleanDtype):
-        return value.fillna(False).astype(bool)
-    return value
-
-
-def _timestamp(text: str, like: Any) -> Any:
-    """A date/time constant in the time zone of the column it is compared with (naive text: that zone)."""
-    import pandas as pd
-
-    stamp = pd.Timestamp(text)
-    tz = getattr(getattr(like, "dt", None), "tz", None)
-    if tz is not None:
-        return stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
-    return stamp.tz_convert(None) if stamp.tzinfo is not None else stamp
+    def data(self) -> list[Any]:
+        return ["logical", self.op, [o.data() for o in self.operands]]
 
 
 @dataclass(frozen=True)
 class Compare(Node):
     """`a < b`, and `a < b < c` as `(a < b) & (b < c)`; a missing value compares false."""
 
-    funcs: tuple[Callable[[Any, Any], Any], ...]
+    ops: tuple[str, ...]
     operands: tuple[Node, ...]
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        values = [o.evaluate(frame) for o in self.operands]
-        for i, node in enumerate(self.operands):
-            if isinstance(node, Constant) and node.kind == "datetime":
-                values[i] = _timestamp(str(node.value), values[i - 1] if i else values[i + 1])
-        result = _as_bool(self.funcs[0](values[0], values[1]))
-        for i in range(1, len(self.funcs)):
-            result = result & _as_bool(self.funcs[i](values[i], values[i + 1]))
-        return result
+    def data(self) -> list[Any]:
+        return ["compare", list(self.ops), [o.data() for o in self.operands]]
 
 
 @dataclass(frozen=True)
@@ -141,8 +93,8 @@ class DtField(Node):
     field: str
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        return getattr(_series(self.operand.evaluate(frame), frame).dt, self.field)
+    def data(self) -> list[Any]:
+        return ["dt", self.operand.data(), self.field]
 
 
 @dataclass(frozen=True)
@@ -154,26 +106,8 @@ class Call(Node):
     """The constant list of `isin`."""
     kind: Kind
 
-    def evaluate(self, frame: Any) -> Any:
-        import numpy as np
-
-        args = [a.evaluate(frame) if a is not None else None for a in self.args]
-        name = self.name
-        if name in ("notna", "isna", "abs"):
-            return getattr(_series(args[0], frame), name)()
-        if name == "round":
-            return _series(args[0], frame).round(args[1] if args[1] is not None else 0)
-        if name == "clip":
-            return _series(args[0], frame).clip(args[1], args[2])
-        if name == "fillna":
-            return _series(args[0], frame).fillna(args[1])
-        if name == "isin":
-            return _series(args[0], frame).isin(list(self.values))
-        if name == "where":
-            condition = _series(args[0], frame).fillna(False).astype(bool)
-            return _series(args[1], frame).where(condition, args[2])
-        # minimum, maximum and the one-argument math functions: numpy's, as DataFrame.eval called them
-        return getattr(np, name)(*args)
+    def data(self) -> list[Any]:
+        return ["call", self.name, [a.data() if a is not None else None for a in self.args], list(self.values)]
 
 
 @dataclass(frozen=True)
@@ -189,5 +123,12 @@ class Expression:
     def kind(self) -> Kind:
         return self.root.kind
 
+    @property
+    def data(self) -> list[Any]:
+        """The tree as plain data, the form a logged model holds."""
+        return self.root.data()
+
     def evaluate(self, frame: Any) -> Any:
-        return _series(self.root.evaluate(frame), frame)
+        from airflow_mlops_model.expressions import evaluate
+
+        return evaluate(self.data, frame)

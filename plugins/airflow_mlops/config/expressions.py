@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import io
 import math
-import operator
 import tokenize
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,9 @@ from airflow_mlops.config.expression_tree import (
     Node,
     Unary,
 )
+from airflow_mlops_model.expressions import BINARY, COMPARE
+from airflow_mlops_model.expressions import CALLS as MODEL_CALLS
+from airflow_mlops_model.expressions import DT_FIELDS as MODEL_DT_FIELDS
 
 __all__ = ["COLUMN_KINDS", "DT_FIELDS", "FUNCTIONS", "Expression", "ExpressionError", "Kind", "parse_expression"]
 
@@ -50,46 +52,32 @@ MAX_NODES = 200
 MAX_DEPTH = 32
 MAX_INT = 2**63 - 1
 
+# Operators as `ast` parses them, with the functions the evaluator applies (also used to fold constants).
 BINARY_OPERATORS: dict[type[ast.operator], tuple[str, Callable[[Any, Any], Any]]] = {
-    ast.Add: ("+", operator.add),
-    ast.Sub: ("-", operator.sub),
-    ast.Mult: ("*", operator.mul),
-    ast.Div: ("/", operator.truediv),
-    ast.FloorDiv: ("//", operator.floordiv),
-    ast.Mod: ("%", operator.mod),
-    ast.Pow: ("**", operator.pow),
+    op_type: (op, BINARY[op])
+    for op_type, op in (
+        (ast.Add, "+"),
+        (ast.Sub, "-"),
+        (ast.Mult, "*"),
+        (ast.Div, "/"),
+        (ast.FloorDiv, "//"),
+        (ast.Mod, "%"),
+        (ast.Pow, "**"),
+    )
 }
 COMPARISONS: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], Any]]] = {
-    ast.Eq: ("==", operator.eq),
-    ast.NotEq: ("!=", operator.ne),
-    ast.Lt: ("<", operator.lt),
-    ast.LtE: ("<=", operator.le),
-    ast.Gt: (">", operator.gt),
-    ast.GtE: (">=", operator.ge),
+    op_type: (op, COMPARE[op])
+    for op_type, op in (
+        (ast.Eq, "=="),
+        (ast.NotEq, "!="),
+        (ast.Lt, "<"),
+        (ast.LtE, "<="),
+        (ast.Gt, ">"),
+        (ast.GtE, ">="),
+    )
 }
 
-DT_FIELDS: dict[str, Kind] = {
-    "year": "number",
-    "quarter": "number",
-    "month": "number",
-    "day": "number",
-    "hour": "number",
-    "minute": "number",
-    "second": "number",
-    "dayofweek": "number",
-    "day_of_week": "number",
-    "weekday": "number",
-    "dayofyear": "number",
-    "day_of_year": "number",
-    "days_in_month": "number",
-    "is_month_start": "bool",
-    "is_month_end": "bool",
-    "is_quarter_start": "bool",
-    "is_quarter_end": "bool",
-    "is_year_start": "bool",
-    "is_year_end": "bool",
-    "is_leap_year": "bool",
-}
+DT_FIELDS: dict[str, Kind] = {f: "bool" if f.startswith("is_") else "number" for f in MODEL_DT_FIELDS}
 """`<datetime>.dt.<field>`: the parts of a timestamp an expression may read (pandas' `Series.dt` fields)."""
 
 
@@ -176,6 +164,7 @@ FUNCTIONS: dict[str, Function] = {
     "ceil": _unary_math("smallest whole number not below x", "ceil(temp)"),
 }
 """Every function an expression may call."""
+assert tuple(FUNCTIONS) == MODEL_CALLS, "the parser's functions are the evaluator's"
 
 
 # Parsing ----------------------------------------------------------------------------------------------------
@@ -296,7 +285,7 @@ class _Parser:
             raise self.refuse(node, f"cannot apply {op} to a {left.kind} and a {right.kind}")
         if isinstance(left, Constant) and isinstance(right, Constant):
             return self.constant(node, self.fold(node, op, func, left.value, right.value))
-        return Binary(op, func, left, right, kind)
+        return Binary(op, left, right, kind)
 
     def fold(self, node: ast.AST, op: str, func: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
         """Compute an operation of two constants now, refusing one that would not fit in 64 bits."""
@@ -316,12 +305,12 @@ class _Parser:
         return Logical(op, operands, "bool")
 
     def compare(self, node: ast.Compare, depth: int) -> Node:
-        funcs = []
+        ops = []
         for cmp in node.ops:
             entry = COMPARISONS.get(type(cmp))
             if entry is None:
                 raise self.refuse(node, f"comparison {type(cmp).__name__} is not allowed (== != < <= > >= are)")
-            funcs.append(entry[1])
+            ops.append(entry[0])
         values = [node.left, *node.comparators]
         operands = [self.node(v, depth + 1) for v in values]
         for i in range(len(operands) - 1):
@@ -332,7 +321,7 @@ class _Parser:
             a, b = operands[i], operands[i + 1]
             if not _same_family(a.kind, b.kind):
                 raise self.refuse(node, f"cannot compare a {a.kind} with a {b.kind}")
-        return Compare(tuple(funcs), tuple(operands), "bool")
+        return Compare(tuple(ops), tuple(operands), "bool")
 
     def date_constant(self, node: ast.AST, text: str) -> Constant:
         """A date or time written as text, e.g. '2013-06-01' or '2013-06-01 12:00', compared with a datetime."""

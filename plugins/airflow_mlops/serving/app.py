@@ -30,7 +30,7 @@ from airflow_mlops.serving.config import ServerSettings
 from airflow_mlops.serving.inference_log import InferenceLog
 from airflow_mlops.serving.metrics import Metrics
 from airflow_mlops.serving.models import ModelStore, ServedModel, now
-from airflow_mlops.serving.rows import RequestError, check_rows, parse_rows
+from airflow_mlops.serving.rows import RequestError, check_rows, parse_rows, request_form
 
 log = logging.getLogger("airflow_mlops.serving")
 
@@ -230,6 +230,11 @@ class ModelServer:
             raise RequestError(503, f"pipeline {pipeline!r} has no model loaded: {state.error or 'not checked yet'}")
         at = datetime.now(UTC)
         rows, exact = parse(body, served, self.conf.max_rows)
+        if served.base is not None and request_form(rows, served) is served.base:
+            try:  # rows of base columns: the model's own step adds the derived features
+                served.base.complete(rows)
+            except (ValueError, TypeError) as exc:
+                raise RequestError(422, f"cannot compute the derived features: {str(exc)[:300]}") from exc
         scores = self._score(served, rows, exact)
         if served.task == "binary":
             predictions = [None if math.isnan(s) else s for s in scores.tolist()]

@@ -285,6 +285,8 @@ def _build(model: Any, categorical: list[str], numeric: list[str]) -> FastPath:
     from sklearn.pipeline import Pipeline
 
     steps = getattr(model, "steps", None)
+    if steps and isinstance(steps[0][1], training.DerivedFeatures):
+        steps = steps[1:]  # the server computes derived features before the fast path sees a row
     if not isinstance(model, Pipeline) or not steps or len(steps) != 3:
         raise Unsupported("not a FeatureFrame -> ColumnTransformer -> estimator pipeline")
     (_, frame), (_, prep), (_, estimator) = steps

@@ -21,6 +21,7 @@ from airflow_mlops.core.registry.tags import GATE_PASSED
 from airflow_mlops.core.registry.tracking import CHAMPION, RetryPolicy, Tracking, load_local_model
 from airflow_mlops.core.train import tasks, training
 from airflow_mlops.serving import fastpath
+from airflow_mlops_model.steps import DerivedFeatures, base_columns, input_types
 
 log = logging.getLogger("airflow_mlops.serving")
 
@@ -41,10 +42,74 @@ class ServedModel:
     scoring: str = "sklearn pipeline"  # how requests are scored, and why not the fast path
     task: str = "binary"  # the pipeline's train.task, which the model was checked against
     classes: tuple[Any, ...] = ()  # multiclass: the classes of the probability columns, in the model's order
+    base: BaseRows | None = None  # rows of base columns, when the model computes derived features
 
     @property
     def columns(self) -> tuple[str, ...]:
         return (*self.categorical, *self.numeric)
+
+
+@dataclass(frozen=True)
+class BaseRows:
+    """The other form of a request row: the base columns a client knows, the model computing the derived ones.
+
+    Date-times are ISO 8601 text (checked as strings here, parsed by the model), flags true, false or null.
+    """
+
+    name: str
+    version: str
+    categorical: tuple[str, ...]
+    numeric: tuple[str, ...]
+    flags: tuple[str, ...]
+    derive: DerivedFeatures
+    derived_categorical: tuple[str, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.categorical, *self.numeric, *self.flags)
+
+    @property
+    def derived(self) -> list[str]:
+        return self.derive.derived_columns
+
+    def complete(self, rows: list[dict[str, Any]]) -> None:
+        """Adds the derived columns to each row (in place), computed by the model's own step; ValueError names
+        an input it cannot read."""
+        frame = pd.DataFrame.from_records(rows, columns=list(self.columns))
+        full = self.derive.transform(frame)
+        for name in self.derived:
+            values = full[name]
+            column: list[Any]
+            if name in self.derived_categorical:
+                column = [None if pd.isna(v) else str(v) for v in values]
+            else:
+                number = pd.to_numeric(values).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+                column = [None if v != v else v for v in number.tolist()]
+            for row, value in zip(rows, column, strict=True):
+                row[name] = value
+
+
+def base_rows(
+    model: Any, name: str, version: str, categorical: Sequence[str], numeric: Sequence[str]
+) -> BaseRows | None:
+    """The base-column form of a model with a DerivedFeatures first step (None: rows carry every feature)."""
+    steps = getattr(model, "steps", None)
+    derive = steps[0][1] if steps else None
+    if not isinstance(derive, DerivedFeatures):
+        return None
+    kinds = {**dict.fromkeys(categorical, "string"), **dict.fromkeys(numeric, "number")}
+    declared = {"datetime": "string", "string": "string", "bool": "bool"}
+    kinds.update({c: declared.get(t, "number") for c, t in input_types(derive).items() if c not in kinds})
+    columns = base_columns(derive, [*categorical, *numeric])
+    return BaseRows(
+        name=name,
+        version=version,
+        categorical=tuple(c for c in columns if kinds[c] == "string"),
+        numeric=tuple(c for c in columns if kinds[c] == "number"),
+        flags=tuple(c for c in columns if kinds[c] == "bool"),
+        derive=derive,
+        derived_categorical=tuple(c for c in derive.derived_columns if c in set(categorical)),
+    )
 
 
 @dataclass
@@ -80,11 +145,9 @@ def refusal(tags: Mapping[str, str]) -> str | None:
 
 def model_columns(model: Any, cfg: PipelineConfig) -> tuple[list[str], list[str]]:
     """Categorical and numeric inputs: from the model's FeatureFrame step, else from the config."""
-    steps = getattr(model, "steps", None)
-    if steps:
-        first = steps[0][1]
-        if isinstance(first, training.FeatureFrame):
-            return list(first.categorical), list(first.numeric)
+    for _, step in (getattr(model, "steps", None) or [])[:2]:  # after the DerivedFeatures step, if any
+        if isinstance(step, training.FeatureFrame):
+            return list(step.categorical), list(step.numeric)
     spec = training.feature_spec(cfg)
     return spec.categorical, spec.numeric
 
@@ -187,6 +250,9 @@ class ModelStore:
         tasks.check_model(model, task)  # TaskMismatch: e.g. a regressor registered for a classification task
         categorical, numeric = model_columns(model, state.cfg)
         validate_model(model, categorical, numeric, example, task)
+        base = base_rows(model, state.name, version, categorical, numeric)
+        if base is not None and isinstance(example, pd.DataFrame) and len(example):
+            example = base.derive.transform(example)  # the fast path is checked on feature rows
         # The fast path is compared with the sklearn path here; a model it cannot replay exactly is still
         # served, through the pipeline.
         if task == "binary":
@@ -213,6 +279,7 @@ class ModelStore:
             scoring=scoring,
             task=task,
             classes=tuple(tasks.model_classes(model)) if task == "multiclass" else (),
+            base=base,
         )
 
     def versions(self) -> dict[str, Any]:

@@ -137,12 +137,23 @@ def checked_rows(
         raise RequestError(422, f"'{field}' is empty: send at least one row")
     if len(rows) > max_rows:
         raise RequestError(413, f"'{field}' has {len(rows)} rows; at most {max_rows} per request")
+    form = request_form(rows, served)
     # A lone surrogate can only come from a \u escape (the text is strict UTF-8): without one, strings are
     # plain text and the column-wise check (faster from a few rows on) need not look into them.
-    if len(rows) > 4 and plain_text and _plainly_valid(rows, served):
+    if form is served and len(rows) > 4 and plain_text and _plainly_valid(rows, served):
         return rows, False
-    check_rows(rows, served, field)
+    check_rows(rows, form, field)
     return rows, True
+
+
+def request_form(rows: Sequence[Any], served: Inputs) -> Inputs:
+    """What the rows are checked against: the model's feature columns, or, for a model that computes derived
+    features, its base columns when the first row lacks a derived column."""
+    base = getattr(served, "base", None)
+    first = rows[0] if rows else None
+    if base is not None and isinstance(first, dict) and any(c not in first for c in base.derived):
+        return base  # type: ignore[no-any-return]
+    return served
 
 
 def check_rows(rows: Sequence[Any], served: Inputs, field: str = "rows") -> None:
@@ -185,6 +196,9 @@ def check_rows(rows: Sequence[Any], served: Inputs, field: str = "rows") -> None
                 )
             if isinstance(value, float) and math.isinf(value):  # Python's json accepts Infinity
                 raise RequestError(422, f"{field}[{i}].{col}: expected a finite number or null, got {value!r}")
+        for col in getattr(served, "flags", ()):
+            if row[col] is not None and not isinstance(row[col], bool):
+                raise RequestError(422, f"{field}[{i}].{col}: expected true, false or null, got {show(row[col])}")
 
 
 _TEXT_OR_NULL = frozenset({str, type(None)})

@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 import requests
 
+from airflow_mlops.core.ingest.features import build_features, join_sources
 from airflow_mlops.core.lake.storage import open_lake
 from airflow_mlops.core.registry.tracking import CHAMPION
+from tests.airflow_mlops.config.test_expressions import real_sources
 from tests.fixtures.model_server import ADMIN_AUTH, ADMIN_TOKEN, AUTH, TOKEN, ModelServerProcess
 from tests.fixtures.served_models import (
     MAX_ROWS,
@@ -34,6 +36,7 @@ from tests.fixtures.served_models import (
     one_row,
     set_champion,
 )
+from tests.fixtures.training_data import flight_config
 
 
 def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Setup, server: ServerProcess) -> None:
@@ -51,6 +54,30 @@ def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Se
     assert version["model_name"] == setup.name and version["version"] == "1" and version["loaded_at"]
     assert version["champion_version"] == "1" and version["error"] is None
     assert version["scoring"].startswith("fast path (hist_gradient_boosting"), version["scoring"]
+
+
+def test_rows_of_base_columns_get_the_predictions_of_their_feature_rows(setup: Setup, server: ServerProcess) -> None:
+    set_champion(setup, server, "1")
+    cfg, ds = flight_config(), "2013-03-05"
+    sources = real_sources(cfg, ds)
+    base = join_sources(cfg, sources).head(MAX_ROWS)  # what a client knows: the flight and the joined values
+    key = [*cfg.features.key, "sched_dep_time", "dest"]
+    full = base[key].merge(build_features(cfg, ds, sources), on=key, how="left", validate="one_to_one")
+    sent = json_rows(base, setup.spec, base=True)
+    assert "time_hour" in sent[0] and "year" in sent[0] and "plane_age" not in sent[0]
+    from_base = server.predict(sent)
+    from_features = server.predict(json_rows(full, setup.spec))
+    assert from_base.status_code == from_features.status_code == 200, from_base.text
+    assert from_base.json()["predictions"] == from_features.json()["predictions"]
+    assert np.allclose(
+        from_base.json()["predictions"], offline(setup.models["1"], full, setup.spec), rtol=0, atol=1e-12
+    )
+    for i in range(3):  # single rows take another tree walker than batches
+        assert server.predict(sent[i : i + 1]).json()["predictions"] == [from_base.json()["predictions"][i]]
+    missing = server.predict([{k: v for k, v in sent[0].items() if k != "year"}])
+    assert missing.status_code == 422 and "rows[0]: missing field(s) year" in missing.json()["error"], missing.text
+    bad = server.predict([{**sent[0], "time_hour": "yesterday"}])
+    assert bad.status_code == 422 and "'time_hour': 'yesterday' is not an ISO 8601" in bad.json()["error"], bad.text
 
 
 BAD_REQUESTS: dict[str, tuple[Callable[[Setup], Any], int, str]] = {

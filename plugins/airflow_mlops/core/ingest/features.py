@@ -41,13 +41,10 @@ def _label(values: pd.Series, task: str, name: str) -> pd.Series:
     return values.astype("string")
 
 
-def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Feature rows of one logical date from validated source frames keyed by source name.
-
-    Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean for
-    train.task binary, Float64 for regression, text or Int64 for multiclass; null where it is not known yet).
-    """
-    spec, compiled = cfg.features, cfg.compiled_features
+def join_sources(cfg: PipelineConfig, sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The base rows with the joined columns (`features.joins`, left joins): what a client of the model server
+    knows of a row, and what the derived features are computed from."""
+    spec = cfg.features
     df = sources[spec.base].reset_index(drop=True)
     for join in spec.joins:
         right = sources[join.source][[*join.keys, *join.columns]].rename(columns=join.columns)
@@ -60,6 +57,17 @@ def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame
                 f"join of {join.source!r}: {n} rows share a key {join.keys}; joining would duplicate rows"
             )
         df = df.merge(right, on=join.keys, how="left", validate="many_to_one")
+    return df
+
+
+def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Feature rows of one logical date from validated source frames keyed by source name.
+
+    Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean for
+    train.task binary, Float64 for regression, text or Int64 for multiclass; null where it is not known yet).
+    """
+    spec, compiled = cfg.features, cfg.compiled_features
+    df = join_sources(cfg, sources)
     for name, expression in compiled.derived.items():
         df[name] = _evaluate(df, expression, f"derived feature {name!r}")
     label = _label(_evaluate(df, compiled.label, f"label {spec.label.name!r}"), cfg.train.task, spec.label.name)

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import pandas as pd
 import yaml
 
-from airflow_mlops.core.train.training import FeatureSpec
-
-if TYPE_CHECKING:
-    pass
-
+import airflow_mlops_model
 from airflow_mlops.core.registry.retry import RetryPolicy, TrackingError, retrying
+from airflow_mlops.core.train.training import FeatureSpec
 from airflow_mlops.errors import PermanentError
+from airflow_mlops_model.steps import base_columns, input_types
 
 # skops looks up every object's module by walking sys.modules with getattr; inside Airflow that touches
 # Airflow's deprecated-import shims, which warn once per name (over a thousand log lines per save or load).
@@ -27,7 +26,9 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.io\._u
 
 TRUSTED_TYPES: tuple[str, ...] = (
     # Beyond skops' defaults (builtins, numpy, public sklearn estimators): what our pipelines contain.
-    "airflow_mlops.core.train.training.FeatureFrame",
+    "airflow_mlops_model.steps.DerivedFeatures",
+    "airflow_mlops_model.steps.FeatureFrame",
+    "airflow_mlops.core.train.training.FeatureFrame",  # where FeatureFrame lived in models logged before
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     # ColumnTransformer keeps passthrough columns as FunctionTransformer(partial(check_array, ...)).
     "functools.partial",
@@ -43,26 +44,32 @@ class UnsafeModelError(PermanentError, TrackingError):
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements of a logged model (given explicitly: MLflow's inference loads the model in a subprocess)."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    """Pinned requirements of a logged model: published packages only (the model's own code ships with it,
+    `code_paths`), so `mlflow models serve` and `mlflow.pyfunc.load_model` work without this project."""
     import numpy
     import scipy
     import sklearn
     import skops
 
-    try:  # the model's first step (FeatureFrame) lives in this package
-        own = f"airflow-mlops=={version('airflow-mlops')}"
-    except PackageNotFoundError:  # a bare checkout on PYTHONPATH
-        own = "airflow-mlops"
     return [
+        f"mlflow=={mlflow.__version__}",
         f"scikit-learn=={sklearn.__version__}",
         f"skops=={skops.__version__}",
         f"pandas=={pd.__version__}",
         f"numpy=={numpy.__version__}",
         f"scipy=={scipy.__version__}",
-        own,
     ]
+
+
+def model_code(folder: Path) -> list[str]:
+    """The `code_paths` of a logged model: a copy of the `airflow_mlops_model` package (its .py files only)
+    in `folder`, which MLflow puts on sys.path before it loads the model."""
+    source = Path(airflow_mlops_model.__file__).parent
+    target = folder / source.name
+    target.mkdir(parents=True)
+    for path in sorted(source.glob("*.py")):
+        shutil.copyfile(path, target / path.name)
+    return [str(target)]
 
 
 @contextlib.contextmanager
@@ -159,15 +166,27 @@ def load_model(
 # Model inputs ----------------------------------------------------------------------------------------------
 
 
+def client_columns(spec: FeatureSpec) -> list[tuple[str, str]]:
+    """The columns of a row a client sends, each with its kind (string, number, datetime or bool): the
+    feature columns but the derived ones (the model computes those), then the other inputs of the derived."""
+    kinds = {**dict.fromkeys(spec.categorical, "string"), **dict.fromkeys(spec.numeric, "number")}
+    declared = {"int64": "number", "float64": "number", "string": "string", "bool": "bool", "datetime": "datetime"}
+    kinds.update({c: declared[t] for c, t in input_types(spec.derive_step()).items() if c not in kinds})
+    return [(c, kinds[c]) for c in base_columns(spec.derive_step(), spec.columns)]
+
+
 def model_signature(spec: FeatureSpec, task: str = "binary", classes: int = 2) -> Any:
-    """Signature of raw feature rows (categoricals as optional strings, numbers as optional doubles) and of
-    the pyfunc output: class probabilities (binary, multiclass: one column per class) or the values (regression)."""
+    """Signature of the rows a client sends (`client_columns`: text as optional strings, date-times as ISO
+    8601 strings, numbers as optional doubles, flags as optional booleans) and of the pyfunc output: class
+    probabilities (binary, multiclass: one column per class) or the values (regression)."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 
-    cols: list[ColSpec | TensorSpec] = [ColSpec(DataType.string, c, required=False) for c in spec.categorical]
-    cols += [ColSpec(DataType.double, c, required=False) for c in spec.numeric]
+    types = {"string": DataType.string, "datetime": DataType.string, "number": DataType.double}
+    cols: list[ColSpec | TensorSpec] = [
+        ColSpec(types.get(kind, DataType.boolean), c, required=False) for c, kind in client_columns(spec)
+    ]
     inputs = Schema(cols)
     shape = (-1,) if task == "regression" else (-1, classes)
     outputs = Schema([TensorSpec(np.dtype("float64"), shape)])
@@ -181,12 +200,29 @@ def pyfunc_method(task: str) -> str:
 
 def raw_rows(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """Feature rows as a client would send them: strings or None, floats or NaN."""
+    return _client_frame(frame, [*((c, "string") for c in spec.categorical), *((c, "number") for c in spec.numeric)])
+
+
+def client_rows(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Rows as a client sends them (`client_columns`: strings or None, ISO 8601 date-times, floats or NaN,
+    booleans or None); a column the frame lacks is missing (None or NaN) in every row."""
+    return _client_frame(frame, client_columns(spec))
+
+
+def _client_frame(frame: pd.DataFrame, columns: Sequence[tuple[str, str]]) -> pd.DataFrame:
     import numpy as np
 
     out = pd.DataFrame(index=frame.index)
-    for col in spec.categorical:
-        values = frame[col]
-        out[col] = [None if pd.isna(v) else str(v) for v in values]
-    for col in spec.numeric:
-        out[col] = pd.to_numeric(frame[col]).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    for col, kind in columns:
+        if col not in frame.columns:
+            out[col] = np.nan if kind == "number" else None
+        elif kind == "number":
+            out[col] = pd.to_numeric(frame[col]).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+        elif kind == "datetime":
+            stamps = pd.to_datetime(frame[col], utc=True)
+            out[col] = [None if pd.isna(v) else v.isoformat() for v in stamps]
+        elif kind == "bool":
+            out[col] = [None if pd.isna(v) else bool(v) for v in frame[col]]
+        else:
+            out[col] = [None if pd.isna(v) else str(v) for v in frame[col]]
     return out.reset_index(drop=True)

@@ -32,9 +32,12 @@ from airflow_mlops.core.registry.models import (
     TRUSTED_TYPES,
     UnsafeModelError,
     check_trusted,
+    client_columns,
+    client_rows,
     load_local_model,
     load_model,
     mlflow_uris,
+    model_code,
     model_signature,
     pip_requirements,
     pyfunc_method,
@@ -81,6 +84,8 @@ __all__ = [  # the model-file, retry and tag names are re-exported: callers impo
     "TrackingError",
     "UnsafeModelError",
     "check_trusted",
+    "client_columns",
+    "client_rows",
     "decision_tags",
     "fit_description",
     "is_transient",
@@ -418,8 +423,11 @@ class Tracking:
         name: str = MODEL_NAME,
         task: str = "binary",
     ) -> LoggedModelInfo:
-        """Log the sklearn pipeline in skops format with signature, input example and the type allow-list.
+        """Log the sklearn pipeline in skops format with signature, input example and the type allow-list, and
+        its own code (`airflow_mlops_model`), so plain MLflow loads and serves it without this project.
 
+        `input_example`: rows holding the columns a client sends (base rows), or feature rows (a column they
+        lack, e.g. a source column only a derived feature reads, is then missing in the example).
         Idempotent: a model already logged under `name` by this run is reused.
         """
         from airflow_mlops.core.train.tasks import check_model, model_classes
@@ -432,7 +440,7 @@ class Tracking:
             skops.io.dump(model, probe)
             found = check_trusted(probe, extra_trusted, where=f"model of run {run_id}")
         signature = model_signature(spec, task, len(model_classes(model)))
-        example = raw_rows(input_example, spec).head(5)
+        example = client_rows(input_example.head(5), spec)
         experiment_id = self._retry(lambda: self.client.get_run(run_id).info.experiment_id, f"get run {run_id}")
 
         def attempt() -> LoggedModelInfo:
@@ -455,7 +463,7 @@ class Tracking:
             target, extra = existing[0], existing[1:]
             for dup in extra:  # a create retried after a lost response
                 self.client.delete_logged_model(dup.model_id)
-            with mlflow_uris(self.tracking_uri, self.registry_uri):
+            with mlflow_uris(self.tracking_uri, self.registry_uri), tempfile.TemporaryDirectory() as code:
                 info = mlflow.sklearn.log_model(
                     model,
                     name=name,
@@ -466,6 +474,7 @@ class Tracking:
                     signature=signature,
                     input_example=example,
                     pip_requirements=pip_requirements(),
+                    code_paths=model_code(Path(code)),
                     pyfunc_predict_fn=pyfunc_method(task),
                 )
             return LoggedModelInfo(str(info.model_id), str(info.model_uri), run_id, reused=False)

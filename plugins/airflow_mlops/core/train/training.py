@@ -8,12 +8,11 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
 
 from airflow_mlops.config.train import LOWER_IS_BETTER, ModelConfig, SearchConfig, TrainConfig
 from airflow_mlops.core.train.tasks import (
@@ -37,6 +36,8 @@ from airflow_mlops.core.train.window import (
     window_dates,
 )
 from airflow_mlops.errors import PermanentError
+from airflow_mlops_model.expressions import columns_of
+from airflow_mlops_model.steps import DerivedFeatures, FeatureFrame
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -49,6 +50,7 @@ __all__ = [  # the window's names are re-exported: callers use `training.<name>`
     "MISSING_SLICE",
     "Candidate",
     "DataSummary",
+    "DerivedFeatures",
     "FeatureFrame",
     "FeatureSpec",
     "FitResult",
@@ -85,15 +87,25 @@ class ModelConfigError(PermanentError, ValueError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Model inputs split by kind, and the label."""
+    """Model inputs split by kind, the label, and how the derived features are computed from base columns."""
 
     numeric: list[str]
     categorical: list[str]
     label: str
+    inputs: list[tuple[str, str]] = field(default_factory=list)
+    """The base columns the derived features read, each with its declared source type."""
+    derived: list[tuple[str, Any]] = field(default_factory=list)
+    """Each derived feature, in config order, with its checked expression tree as plain data."""
 
     @property
     def columns(self) -> list[str]:
         return [*self.categorical, *self.numeric]
+
+    def derive_step(self) -> DerivedFeatures | None:
+        """The model's first step: the derived features a row lacks, computed from its base columns."""
+        if not self.derived:
+            return None
+        return DerivedFeatures(inputs=[list(i) for i in self.inputs], derived=[list(d) for d in self.derived])
 
 
 def feature_spec(cfg: PipelineConfig, frame: pd.DataFrame | None = None) -> FeatureSpec:
@@ -115,51 +127,20 @@ def feature_spec(cfg: PipelineConfig, frame: pd.DataFrame | None = None) -> Feat
         if kind == "datetime":
             raise ModelConfigError(f"feature column {col!r} is a datetime: derive numbers from it (features.derived)")
         (categorical if kind == "string" else numeric).append(col)
-    return FeatureSpec(numeric=numeric, categorical=categorical, label=cfg.features.label.name)
+    derived = cfg.compiled_features.derived
+    types = {**base.columns, **declared}  # the base source's columns and the joined ones, by feature name
+    inputs = {c: types[c] for e in derived.values() for c in columns_of(e.data) if c not in derived}
+    return FeatureSpec(
+        numeric=numeric,
+        categorical=categorical,
+        label=cfg.features.label.name,
+        inputs=list(inputs.items()),
+        derived=[(name, e.data) for name, e in derived.items()],
+    )
 
 
 def _is_numeric_dtype(dtype: Any) -> bool:
     return bool(pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
-
-
-class FeatureFrame(TransformerMixin, BaseEstimator):  # type: ignore[misc]
-    """First step of every model: selects the feature columns of raw rows and normalises their types.
-
-    Categoricals become Python objects with NaN for missing (None, NaN and pd.NA alike), numbers float64,
-    so the model accepts rows from the feature store, from JSON requests and from MLflow's pyfunc alike.
-    """
-
-    def __init__(self, numeric: Sequence[str] = (), categorical: Sequence[str] = ()) -> None:
-        self.numeric = numeric
-        self.categorical = categorical
-
-    def fit(self, X: pd.DataFrame, y: Any = None) -> FeatureFrame:
-        self.transform(X)  # fail at fit time on the same problems as at predict time
-        return self
-
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        if not isinstance(X, pd.DataFrame):
-            raise TypeError(f"the model expects a pandas DataFrame with named feature columns, got {type(X).__name__}")
-        missing = [c for c in [*self.categorical, *self.numeric] if c not in X.columns]
-        if missing:
-            raise ValueError(f"model input lacks feature column(s): {', '.join(missing)}")
-        out: dict[str, Any] = {}
-        for col in self.categorical:
-            values = X[col]
-            known = values.notna().to_numpy()
-            as_obj = np.full(len(values), np.nan, dtype=object)
-            as_obj[known] = values[known].astype(str).to_numpy()
-            out[col] = as_obj
-        for col in self.numeric:
-            try:
-                number = pd.to_numeric(X[col], errors="raise")
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"model input column {col!r} must be numeric: {exc}") from exc
-            out[col] = pd.Series(number, index=X.index).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-        return pd.DataFrame(out, index=X.index)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray([*self.categorical, *self.numeric], dtype=object)
 
 
 def import_estimator(model_cfg: ModelConfig) -> type:
@@ -193,10 +174,12 @@ def build_estimator(
     seed: int,
     params: Mapping[str, Any] | None = None,
     task: str = "binary",
+    derive: DerivedFeatures | None = None,
 ) -> Pipeline:
-    """A sklearn Pipeline (FeatureFrame -> encoding -> estimator) that takes raw feature rows.
+    """A sklearn Pipeline ([DerivedFeatures ->] FeatureFrame -> encoding -> estimator) that takes raw rows.
 
-    `params` (a search candidate) override the configured estimator params; the estimator must suit `task`.
+    `params` (a search candidate) override the configured estimator params; the estimator must suit `task`;
+    `derive` (FeatureSpec.derive_step) computes the derived features of rows that carry base columns only.
     """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -261,9 +244,9 @@ def build_estimator(
             num_steps.append(("scale", StandardScaler()))
         steps.append(("numeric", Pipeline(num_steps) if num_steps else "passthrough", numeric))
     prep = ColumnTransformer(steps, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline(
-        [("features", FeatureFrame(numeric=numeric, categorical=categorical)), ("prep", prep), ("model", estimator)]
-    )
+    first: list[tuple[str, Any]] = [("derive", derive)] if derive is not None else []
+    frame = FeatureFrame(numeric=numeric, categorical=categorical)
+    return Pipeline([*first, ("features", frame), ("prep", prep), ("model", estimator)])
 
 
 # Metrics ---------------------------------------------------------------------------------------------------
@@ -440,7 +423,7 @@ def _fit_one(
     y: np.ndarray,
     task: str = "binary",
 ) -> Pipeline:
-    model = build_estimator(model_cfg, spec.columns, spec.categorical, seed, params, task)
+    model = build_estimator(model_cfg, spec.columns, spec.categorical, seed, params, task, spec.derive_step())
     if task != "regression" and len(np.unique(y)) < 2:
         raise TrainingDataError(
             f"training rows hold only one label value ({np.unique(y).tolist()}): cannot fit a classifier"

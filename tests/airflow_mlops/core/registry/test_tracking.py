@@ -34,6 +34,7 @@ from airflow_mlops.core.registry.tracking import (
     Tracking,
     TrackingError,
     UnsafeModelError,
+    client_columns,
     trusted_types,
 )
 from airflow_mlops.core.train import card as cards
@@ -315,6 +316,14 @@ def test_logged_model_is_skops_and_loads_with_the_allow_list(
     assert (
         inputs["carrier"]["type"] == "string" and inputs["temp"]["type"] == "double" and not inputs["temp"]["required"]
     )
+    # The columns a client sends: no derived feature, but the source columns the derived ones are computed from.
+    assert list(inputs) == [c for c, _ in client_columns(trained.spec)]
+    assert inputs["time_hour"]["type"] == "string" and inputs["year"]["type"] == "double"
+    assert not {"day_of_week", "plane_age", "sched_block_minutes"} & set(inputs)
+    # Its own code ships with it, and it requires published packages only.
+    assert (local / "code" / "airflow_mlops_model" / "steps.py").is_file()
+    requirements = (local / "requirements.txt").read_text().split()
+    assert not [r for r in requirements if "airflow" in r] and any(r.startswith("mlflow==") for r in requirements)
     loaded = tracking.load_model(f"models:/{model_name}/{out.version.version}")
     rows = trained.split.holdout[trained.spec.columns].head(50)
     assert np.allclose(tr.positive_scores(loaded, rows), tr.positive_scores(trained.strong.model, rows))
@@ -322,9 +331,14 @@ def test_logged_model_is_skops_and_loads_with_the_allow_list(
     champion = tracking.load_champion(model_name)
     assert champion is not None and champion.version == out.version.version and champion.run_id == out.run_id
     assert tracking.load_champion(f"{model_name}_none") is None
-    # MLflow's own pyfunc loader serves the same logged model from raw JSON-like rows.
+    # MLflow's own pyfunc loader serves the same logged model from raw JSON-like rows of base columns.
     pyfunc = mlflow.pyfunc.load_model(out.model.model_uri)
-    raw = [{"carrier": "B6", "origin": "JFK", "dest": "ZZZ", **{c: None for c in trained.spec.numeric}}]
+    raw = [
+        {
+            **{c: None for c, _ in client_columns(trained.spec)},
+            **{"carrier": "B6", "origin": "JFK", "dest": "ZZZ", "time_hour": "2013-03-01T10:00:00Z"},
+        }
+    ]
     import pandas as pd
 
     assert pyfunc.predict(pd.DataFrame(raw)).shape == (1, 2)
