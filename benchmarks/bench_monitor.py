@@ -54,7 +54,7 @@ def prepare(root: Path, current_rows: int, reference_rows: int, inference_share:
     """Write the window's partitions to a lake under `root`; save the reference sample next to it."""
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.lake.storage import open_lake
-    from airflow_mlops.core.monitor.monitor import window_days
+    from airflow_mlops.core.monitor.current import window_days
     from airflow_mlops.core.train.training import feature_spec
     from tests.fixtures.training_data import day_range, flight_config, synthetic_features
 
@@ -114,7 +114,8 @@ def measure(root: Path) -> dict[str, Any]:
 
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.lake.storage import open_lake
-    from airflow_mlops.core.monitor.monitor import Champion, render_monitor_html, run_checks
+    from airflow_mlops.core.monitor.monitor import Champion, run_checks
+    from airflow_mlops.core.monitor.report import render_monitor_html
     from tests.fixtures.training_data import flight_config
 
     started = time.perf_counter()
@@ -138,7 +139,7 @@ def measure(root: Path) -> dict[str, Any]:
     assert current is not None
     peak = _peak_mib()
     # Breakdown, after the peak was taken: reading and sampling the window alone, as run_checks did.
-    from airflow_mlops.core.monitor.monitor import load_current
+    from airflow_mlops.core.monitor.current import load_current
 
     started = time.perf_counter()
     load_current(lake, cfg, DS, list(current.rows.columns[:0]), [], "1")
