@@ -5,7 +5,8 @@ The parent writes a temporary local lake: features and predictions partitions (t
 `1 - inference_share` of the rows, inference-log files of 5000 rows (the model server's layout) for the rest,
 temp shifted by 0.3 SD so the report has a drift to show. A fresh subprocess then runs what monitor_step
 runs apart from its MLflow calls (a few HTTP requests): read the window from the lake (sampled), drift with
-Evidently, quality on matured labels, decision, HTML report written to the lake. Its peak memory (ru_maxrss)
+Evidently, prediction drift (the outputs, Evidently again), quality on matured labels, decision, HTML report
+written to the lake. Its peak memory (ru_maxrss)
 (VmHWM) is its own. Target (issue 5): <= 30 s and <= 1 GiB. No asserts.
 """
 
@@ -149,6 +150,14 @@ def measure(root: Path) -> dict[str, Any]:
     categorical = [c for c in current.rows.columns if c != "prediction" and c not in numeric]
     load_current(lake, cfg, DS, numeric, categorical, "1")
     read_s = time.perf_counter() - started
+    from airflow_mlops.core.monitor.prediction import detect_prediction_drift
+
+    started = time.perf_counter()
+    mon = cfg.monitor
+    detect_prediction_drift(reference, current.rows, cfg.train.task, "1", sample_rows=mon.drift.sample_rows,
+                            min_rows=mon.drift.min_rows, seed=cfg.train.seed)  # fmt: skip
+    prediction_s = time.perf_counter() - started
+    outputs = checks.prediction
     return {
         "outcome": checks.decision.outcome,
         "drifted_columns": checks.drift.drifted_columns if checks.drift else None,
@@ -163,6 +172,8 @@ def measure(root: Path) -> dict[str, Any]:
         "monitor_compute_cpu_s": round(cpu_s, 2),
         "of_which_read_window_s": round(read_s, 2),
         "of_which_read_keys_labels_s": round(read_quality_s, 2),
+        "of_which_prediction_drift_s": round(prediction_s, 2),
+        "prediction_drift_score": round(outputs.main.score, 3) if outputs else None,
         "peak_rss_before_mib": round(peak_before),
         "peak_rss_mib": round(peak),
     }

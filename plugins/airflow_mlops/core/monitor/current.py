@@ -120,7 +120,7 @@ class CurrentData:
     """What the monitor read from the lake for one window."""
 
     rows: pd.DataFrame
-    """Sampled production rows: the drift columns and the prediction."""
+    """Sampled production rows: the drift columns, the prediction (and class probabilities) and the model version."""
     quality: pd.DataFrame
     """Sampled matured rows predicted by the champion with a known label: prediction, label (0/1)."""
     days: list[str]
@@ -143,17 +143,30 @@ def floats(values: pd.Series) -> np.ndarray:
     return pd.Series(number).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _normalise(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
-    """The drift columns and the prediction with one dtype each (text or float64), whatever the source wrote.
+def _normalise(
+    frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str], task: str = "binary"
+) -> pd.DataFrame:
+    """The drift columns, the prediction and the model version with one dtype each (text or float64), whatever
+    the source wrote. Multiclass: the prediction is the class (text), plus each `proba.<class>` as a number.
 
     One dtype per column keeps the sample's concatenation cheap and makes absent columns plain missing values.
     """
     n = len(frame)
     out: dict[str, Any] = {}
+
+    def text(col: str) -> Any:
+        return frame[col].astype("string") if col in frame.columns else pd.array([pd.NA] * n, dtype="string")
+
     for col in categorical:
-        out[col] = frame[col].astype("string") if col in frame.columns else pd.array([pd.NA] * n, dtype="string")
-    for col in [*numeric, PREDICTION]:
+        out[col] = text(col)
+    for col in numeric:
         out[col] = floats(frame[col]) if col in frame.columns else np.full(n, np.nan)
+    if task == "multiclass":
+        out[PREDICTION] = text(PREDICTION)
+        out.update({str(c): floats(frame[c]) for c in frame.columns if str(c).startswith(PROBA_PREFIX)})
+    else:
+        out[PREDICTION] = floats(frame[PREDICTION]) if PREDICTION in frame.columns else np.full(n, np.nan)
+    out[MODEL_VERSION] = text(MODEL_VERSION)  # prediction drift compares the champion's own outputs only
     return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
@@ -238,15 +251,17 @@ def load_current(
         rows_by_day={s: {} for s in mon.sources},
     )
 
+    proba = PROBA_PREFIX if cfg.train.task == "multiclass" else None
+
     def normalise(frame: pd.DataFrame) -> pd.DataFrame:
-        return _normalise(frame, numeric, categorical)
+        return _normalise(frame, numeric, categorical, cfg.train.task)
 
     for day in days:
         if "inference_log" in mon.sources:
             for uri in lake.list(lake.uri(paths.inference_log_partition(cfg.name, day))):
                 if not uri.endswith(".parquet"):
                     continue
-                part = _read(lake, uri, [*drift_columns, PREDICTION], out.notes)
+                part = _read(lake, uri, [*drift_columns, PREDICTION, MODEL_VERSION], out.notes, proba)
                 if part is None or part.empty:
                     continue
                 out.rows_seen["inference_log"] += len(part)
@@ -256,7 +271,6 @@ def load_current(
             uri = lake.uri(paths.predictions(cfg.name, day))
             if not lake.exists(uri):
                 continue
-            proba = PROBA_PREFIX if cfg.train.task == "multiclass" else None
             pred = _read(lake, uri, [*keys, PREDICTION, MODEL_VERSION], out.notes, proba)
             if pred is None or pred.empty:
                 continue
@@ -273,7 +287,7 @@ def load_current(
             rows.add(joined, f"predictions/{day}", normalise)
             if day in matured and len(joined):
                 _add_quality(quality, joined, label, champion_version, day, out, cfg.train.task)
-    out.rows = rows.frame([*drift_columns, PREDICTION])
+    out.rows = rows.frame([*drift_columns, PREDICTION, MODEL_VERSION])
     out.quality = quality.frame([PREDICTION, LABEL])
     return out
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
-    from airflow_mlops.core.monitor.drift import DriftResult
+    from airflow_mlops.core.monitor.drift import ColumnDrift, DriftResult
+    from airflow_mlops.core.monitor.prediction import PredictionDrift
     from airflow_mlops.core.monitor.quality import QualityResult
 
 Outcome = Literal["ok", "drift", "quality_drop", "insufficient_data", "no_champion"]
@@ -46,14 +47,14 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def column_line(name: str, col: ColumnDrift) -> str:
+    return f"{name} {col.method} {fmt(col.score)} (threshold {fmt(col.threshold)})"
+
+
 def drift_reason(result: DriftResult) -> str:
     """One line on a drift result: which columns drifted, by how much, against which rule."""
     drifted = result.drifted_columns
-    detail = "; ".join(
-        f"{c} {col.method} {fmt(col.score)} (threshold {fmt(col.threshold)})"
-        for c, col in result.columns.items()
-        if col.drifted
-    )
+    detail = "; ".join(column_line(c, col) for c, col in result.columns.items() if col.drifted)
     share = f"{len(drifted)} of {len(result.columns)} columns drifted ({result.share:.0%}, share_threshold " + (
         f"{result.share_threshold:.0%})"
     )
@@ -74,6 +75,16 @@ def quality_reason(result: QualityResult) -> str:
     )
 
 
+def prediction_reason(result: PredictionDrift, alarm: bool) -> str:
+    """One line on prediction drift: the outputs that moved, by how much, and whether it counts as an alarm."""
+    cols = result.drift.columns
+    detail = "; ".join(column_line(c, col) for c, col in cols.items())
+    if not result.drifted:
+        return f"no prediction drift: {detail}"
+    note = "" if alarm else " (reported only: monitor.prediction_drift.alarm is false)"
+    return f"prediction drift: the champion's prediction moved: {detail}{note}"
+
+
 def decide(
     cfg: PipelineConfig,
     drift: DriftResult | None,
@@ -83,11 +94,13 @@ def decide(
     blocker: tuple[str, str] | None,
     train_active: bool,
     notes: Sequence[str] = (),
+    prediction: PredictionDrift | None = None,
 ) -> Decision:
     """Outcome and retrain from the checks.
 
     Outcome: quality_drop or drift when that alarm fired (quality first: it is the harm itself), else
-    insufficient_data when a check could not be made (`insufficient`: check -> why), else ok. A retrain
+    insufficient_data when a check could not be made (`insufficient`: check -> why), else ok. Prediction drift
+    is an alarm (outcome drift) only with monitor.prediction_drift.alarm. A retrain
     is wanted when an alarm is among retrain.triggers and retrain is enabled, unless a <p>__train run is
     active or an earlier monitor run triggered one within the cool-down (`blocker`: its date and run id).
     """
@@ -108,6 +121,12 @@ def decide(
         if quality.degraded:
             alarms.append("quality")
             why["quality"] = reasons[-1]
+    if prediction is not None:
+        alarm = cfg.monitor.prediction_drift.alarm
+        reasons.append(prediction_reason(prediction, alarm))
+        if prediction.drifted and alarm:
+            alarms.append("prediction_drift")
+            why["prediction_drift"] = reasons[-1]
     reasons.extend(f"insufficient data for {check}: {why}" for check, why in insufficient.items())
     reasons.extend(notes)
     if "quality" in alarms:

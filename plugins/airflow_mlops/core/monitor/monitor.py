@@ -17,6 +17,7 @@ from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.current import PREDICTION, CurrentData, floats, load_current, window_days
 from airflow_mlops.core.monitor.decision import Decision, cooldown_blocker, decide
 from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, detect_drift
+from airflow_mlops.core.monitor.prediction import PredictionDrift, detect_prediction_drift
 from airflow_mlops.core.monitor.quality import QualityResult, assess_quality
 from airflow_mlops.core.monitor.report import render_monitor_html
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
@@ -120,6 +121,7 @@ class Checks:
     current: CurrentData | None = None
     drift: DriftResult | None = None
     quality: QualityResult | None = None
+    prediction: PredictionDrift | None = None
     critical: list[str] = field(default_factory=list)
     insufficient: dict[str, str] = field(default_factory=dict)
 
@@ -200,11 +202,51 @@ def run_checks(
                     f"model versions, {current.unlabelled_rows} without a known label yet)"
                 )
             out.insufficient["quality"] = f"{exc}{detail}"
+    _check_predictions(cfg, ds, champion, current, out, notes)
     blocker = cooldown_blocker(ds, previous, mon.retrain.cooldown_days)
     out.decision = decide(
-        cfg, out.drift, out.quality, out.insufficient, blocker=blocker, train_active=train_active, notes=notes
+        cfg,
+        out.drift,
+        out.quality,
+        out.insufficient,
+        blocker=blocker,
+        train_active=train_active,
+        notes=notes,
+        prediction=out.prediction,
     )
     return out
+
+
+def _check_predictions(
+    cfg: PipelineConfig, ds: str, champion: Champion, current: CurrentData, out: Checks, notes: list[str]
+) -> None:
+    """Prediction drift of the window into `out`, when monitor.prediction_drift.enabled. What keeps it from a
+    verdict is insufficient data when it may alarm, else a note: a report-only check never changes the outcome."""
+    conf, mon = cfg.monitor.prediction_drift, cfg.monitor
+    if not conf.enabled:
+        return
+    try:
+        if champion.reference is None:
+            raise InsufficientData(f"champion v{champion.version} has no reference sample")
+        out.prediction = detect_prediction_drift(
+            champion.reference,
+            current.rows,
+            cfg.train.task,
+            champion.version,
+            numeric_method=conf.numeric_method,
+            numeric_threshold=conf.numeric_threshold,
+            categorical_method=conf.categorical_method,
+            categorical_threshold=conf.categorical_threshold,
+            sample_rows=mon.drift.sample_rows,
+            min_rows=mon.drift.min_rows,
+            seed=cfg.train.seed,
+            timestamp=datetime.fromisoformat(ds),
+        )
+    except InsufficientData as exc:
+        if conf.alarm:
+            out.insufficient["prediction_drift"] = str(exc)
+        else:
+            notes.append(f"prediction drift not judged: {exc}")
 
 
 def monitor_step(
@@ -247,7 +289,8 @@ def monitor_step(
     }
     if (links or {}).get("Lifecycle"):
         context["Lifecycle"] = Link(f"lifecycle of {cfg.name}", (links or {})["Lifecycle"])
-    page = render_monitor_html(cfg, ds, decision, context, current, drift, quality, checks.critical)
+    prediction = checks.prediction
+    page = render_monitor_html(cfg, ds, decision, context, current, drift, quality, checks.critical, prediction)
     lake.write_text(report_uri, page)
     result: dict[str, Any] = {
         "pipeline": cfg.name,
@@ -267,11 +310,12 @@ def monitor_step(
         "champion_version": champion.version if champion else None,
         "drift": drift.to_dict() if drift is not None else None,
         "quality": quality.to_dict() if quality is not None else None,
+        "prediction_drift": prediction.to_dict() if prediction is not None else None,
         "rows": len(current.rows) if current is not None else 0,
         "rows_seen": dict(current.rows_seen) if current is not None else {},
         "metric_step": metric_step(ds),
     }
-    _log_run(tracking, run_id, cfg, ds, result, current, drift, quality, champion)
+    _log_run(tracking, run_id, cfg, ds, result, current, drift, quality, champion, prediction)
     return result
 
 
@@ -285,6 +329,7 @@ def _log_run(
     drift: DriftResult | None,
     quality: QualityResult | None,
     champion: Champion | None,
+    prediction: PredictionDrift | None = None,
 ) -> None:
     """Figures as metrics at step = days since 1970-01-01 of `ds`; outcome and retrain as tags (the cool-down
     reads `mlops.retrain_triggered` and `mlops.monitor_ds`); the summary as monitor/summary.json."""
@@ -292,6 +337,7 @@ def _log_run(
         "retrain": float(result["retrain"]),
         "alarm.drift": float("drift" in result["alarms"]),
         "alarm.quality": float("quality" in result["alarms"]),
+        "alarm.prediction_drift": float("prediction_drift" in result["alarms"]),
         "rows.current": float(result["rows"]),
     }
     if current is not None:
@@ -299,7 +345,8 @@ def _log_run(
         metrics["rows.unmatched_predictions"] = float(current.unmatched_rows)
         metrics["rows.matured_labelled"] = float(len(current.quality))
         scores = current.rows[PREDICTION] if PREDICTION in current.rows.columns else pd.Series(dtype="float64")
-        metrics["prediction.mean"] = float(scores.mean()) if scores.notna().any() else None
+        numeric = pd.api.types.is_numeric_dtype(scores)  # a multiclass prediction is the class
+        metrics["prediction.mean"] = float(scores.mean()) if numeric and scores.notna().any() else None
     if champion is not None and champion.reference is not None and PREDICTION in champion.reference.columns:
         reference_scores = floats(champion.reference[PREDICTION])  # NaN for the classes of a multiclass model
         if not np.isnan(reference_scores).all():
@@ -313,6 +360,12 @@ def _log_run(
             }
         )
         metrics.update({metric_key("drift.score", c): col.score for c, col in drift.columns.items()})
+    if prediction is not None:
+        metrics["prediction_drift.score"] = prediction.main.score
+        metrics["prediction_drift.drifted"] = float(prediction.drifted)
+        metrics.update(
+            {metric_key("prediction_drift.score", c): col.score for c, col in prediction.drift.columns.items()}
+        )
     if quality is not None:
         metrics.update({metric_key("quality", m): v for m, v in quality.metrics.items()})
         metrics.update(

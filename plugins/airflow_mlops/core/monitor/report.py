@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from airflow_mlops.core.monitor.current import CurrentData
     from airflow_mlops.core.monitor.decision import Decision
     from airflow_mlops.core.monitor.drift import DriftResult
+    from airflow_mlops.core.monitor.prediction import PredictionDrift
     from airflow_mlops.core.monitor.quality import QualityResult
 
 
@@ -28,8 +29,10 @@ def render_monitor_html(
     drift: DriftResult | None,
     quality: QualityResult | None,
     critical: Sequence[str],
+    prediction: PredictionDrift | None = None,
 ) -> str:
-    """The monitor's page: verdict and reasons, drift per column, quality, rows read, then Evidently's report."""
+    """The monitor's page: verdict and reasons, drift per column, prediction drift, quality, rows read, then
+    Evidently's report."""
     label = decision.outcome.replace("_", " ").upper()
     summary = decision.reasons[0] if decision.reasons else decision.outcome
     if decision.retrain:
@@ -67,6 +70,8 @@ def render_monitor_html(
                 ),
             )
         )
+    if prediction is not None:
+        sections.append(_prediction_section(prediction, cfg.monitor.prediction_drift.alarm))
     if quality is not None:
         names = [m for m in METRIC_NAMES if m in quality.metrics]
         sections.append(
@@ -118,3 +123,30 @@ def render_monitor_html(
         cut = page.rfind("<footer>")
         page = page[:cut] + frame + page[cut:]
     return page
+
+
+def _prediction_section(prediction: PredictionDrift, alarm: bool) -> Section:
+    """The champion's output distributions, current against reference, one row per output column."""
+    cols = list(prediction.drift.columns.items())
+    moved: Literal["fail", "warn"] = "fail" if alarm else "warn"  # reported only: it decides nothing
+    outputs = {
+        "binary": "the probability of true",
+        "regression": "the predicted value",
+        "multiclass": "the predicted class and each class probability",
+    }.get(prediction.task, "the prediction")
+    return Section(
+        title=f"Prediction drift ({len(prediction.drift.drifted_columns)} of {len(cols)} outputs drifted)",
+        status=moved if prediction.drifted else "pass",
+        text=(
+            f"Outputs of champion v{prediction.champion_version} ({prediction.task}: {outputs}): "
+            f"{prediction.drift.rows_reference} rows of its reference sample against {prediction.drift.rows_current} "
+            f"sampled production rows it predicted ({prediction.other_rows} rows of other model versions or "
+            f"without a prediction left out). "
+            + ("A drifted output is an alarm." if alarm else "Reported only: monitor.prediction_drift.alarm is false.")
+        ),
+        table=Table(
+            headers=("Drifted", "Output", "Method", "Score", "Threshold"),
+            rows=[("DRIFT" if c.drifted else "no", name, c.method, fmt(c.score), fmt(c.threshold)) for name, c in cols],
+            statuses=[(moved if c.drifted else "pass") for _, c in cols],
+        ),
+    )

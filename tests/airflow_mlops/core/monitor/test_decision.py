@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from airflow_mlops.core.monitor.decision import cooldown_blocker, decide
 from airflow_mlops.core.monitor.drift import ColumnDrift, DriftResult
+from airflow_mlops.core.monitor.prediction import PredictionDrift
 from airflow_mlops.core.monitor.quality import QualityResult
 from tests.fixtures.monitoring import monitored_config
 
@@ -55,3 +56,37 @@ def test_decide_outcome_precedence_and_retrain_rules() -> None:
     held = decide(cfg, drifted, None, {}, blocker=("2013-03-20", "abc"), train_active=False)
     assert not held.retrain and held.retrain_reason == ""
     assert any("cool-down: the monitor run of 2013-03-20 (MLflow run abc)" in r for r in held.reasons)
+
+
+def prediction_drift(drifted: bool) -> PredictionDrift:
+    column = ColumnDrift("wasserstein", 0.4 if drifted else 0.02, 0.1, drifted)
+    result = DriftResult(drifted, float(drifted), 1.0, {"prediction": column}, 1000, 800, ["prediction"] * drifted)
+    return PredictionDrift("binary", result, "2", 50)
+
+
+def test_prediction_drift_is_reported_only_unless_configured_as_an_alarm() -> None:
+    cfg = monitored_config("decide")
+    assert cfg.monitor.prediction_drift.enabled and not cfg.monitor.prediction_drift.alarm  # the defaults
+    quiet = decide(cfg, None, None, {}, blocker=None, train_active=False, prediction=prediction_drift(True))
+    assert quiet.outcome == "ok" and quiet.alarms == [] and not quiet.retrain
+    assert quiet.reasons == [
+        "prediction drift: the champion's prediction moved: prediction wasserstein 0.4 (threshold 0.1)"
+        " (reported only: monitor.prediction_drift.alarm is false)"
+    ]
+
+    # retrain.triggers of the shipped config name drift and quality only: an alarm, no retrain
+    alarmed = monitored_config("decide", {"prediction_drift": {"alarm": True}})
+    alarm = decide(alarmed, None, None, {}, blocker=None, train_active=False, prediction=prediction_drift(True))
+    assert alarm.outcome == "drift" and alarm.alarms == ["prediction_drift"] and not alarm.retrain
+    assert "no retrain: alarm(s) prediction_drift not in monitor.retrain.triggers (drift, quality)" in alarm.reasons
+
+    triggering = monitored_config(
+        "decide", {"prediction_drift": {"alarm": True}, "retrain": {"triggers": ["prediction_drift"]}}
+    )
+    retrain = decide(triggering, None, None, {}, blocker=None, train_active=False, prediction=prediction_drift(True))
+    assert retrain.retrain and retrain.retrain_reason.startswith(
+        "monitor: prediction drift: the champion's prediction moved"
+    )
+    calm = decide(triggering, None, None, {}, blocker=None, train_active=False, prediction=prediction_drift(False))
+    assert calm.outcome == "ok" and not calm.retrain
+    assert calm.reasons == ["no prediction drift: prediction wasserstein 0.02 (threshold 0.1)"]

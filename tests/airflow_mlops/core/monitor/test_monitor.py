@@ -173,6 +173,11 @@ def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake,
     assert 0.9 * 6 * ROWS_PER_DAY < quality["rows"] < 6 * ROWS_PER_DAY
     assert any(r.startswith("no drift:") for r in result["reasons"])
     assert any(r.startswith("quality ok: roc_auc") for r in result["reasons"])
+    # the champion's outputs: P(true) of its own rows, from both sources, against its reference sample
+    outputs = result["prediction_drift"]
+    assert outputs["drifted"] is False and outputs["task"] == "binary" and outputs["method"] == "wasserstein"
+    assert outputs["rows_current"] == result["rows"] and outputs["rows_left_out"] == 0
+    assert any(r.startswith("no prediction drift: prediction wasserstein") for r in result["reasons"])
 
     report = lake.read_text(result["report_uri"])
     assert result["report_uri"] == lake.uri(paths.monitor_report(cfg.name, DS))
@@ -182,12 +187,15 @@ def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake,
     assert f'<a href="{result["mlflow_run_url"]}">' in report
     assert '<a href="/dags/flight_delays__monitor/runs/r1">' in report
     assert '<a href="/mlops/lifecycle/flight_delays">' in report
+    assert "Prediction drift (0 of 1 outputs drifted)" in report
 
     run = champion.tracking.client.get_run(result["mlflow_run_id"])
     assert run.data.tags[mon.TAG_OUTCOME] == "ok" and run.data.tags[mon.TAG_RETRAIN] == "false"
     assert run.data.tags[mon.TAG_MONITOR_DS] == DS and run.data.tags[mon.TAG_PIPELINE] == cfg.name
     assert run.data.metrics["quality.roc_auc"] == pytest.approx(quality["value"])
     assert run.data.metrics["drift.score.temp"] == pytest.approx(drift["columns"]["temp"]["score"])
+    assert run.data.metrics["prediction_drift.score"] == pytest.approx(outputs["score"])
+    assert run.data.metrics["prediction_drift.drifted"] == 0 and run.data.metrics["alarm.prediction_drift"] == 0
     history = champion.tracking.client.get_metric_history(result["mlflow_run_id"], "drift.share")
     assert {m.step for m in history} == {mon.metric_step(DS)} == {(pd.Timestamp(DS) - pd.Timestamp(0)).days}
     experiment = champion.tracking.client.get_experiment_by_name(cfg.monitor.experiment)
@@ -268,6 +276,34 @@ def test_retrain_disabled_or_not_a_trigger(lake: Lake, champion: Champion) -> No
     result = run_monitor(lake, champion, cfg)
     assert result["outcome"] == "drift" and result["retrain"] is False
     assert "no retrain: alarm(s) drift not in monitor.retrain.triggers (quality)" in result["reasons"]
+
+
+def test_moved_outputs_are_reported_and_alarm_only_when_configured(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
+    write_window(lake, champion, cfg, requests_per_day=0)
+    # Same inputs, outputs pushed up (order kept, so roc_auc stays): what a broken model version could do.
+    for ds in WINDOW:
+        uri = lake.uri(paths.predictions(cfg.name, ds))
+        part = lake.read_parquet(uri)
+        lake.write_parquet(uri, part.assign(prediction=0.4 + 0.6 * part["prediction"]))
+    reported = run_monitor(lake, champion, cfg)
+    assert reported["outcome"] == "ok" and reported["alarms"] == [] and reported["retrain"] is False
+    assert reported["prediction_drift"]["drifted"] is True and reported["drift"]["drifted"] is False
+    assert any(r.endswith("(reported only: monitor.prediction_drift.alarm is false)") for r in reported["reasons"])
+    assert "Prediction drift (1 of 1 outputs drifted)" in lake.read_text(reported["report_uri"])
+
+    alarmed = with_monitor(
+        champion,
+        drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]},
+        prediction_drift={"alarm": True},
+        retrain={"triggers": ["drift", "quality", "prediction_drift"], "cooldown_days": 3},
+    )
+    result = run_monitor(lake, champion, alarmed)
+    assert result["outcome"] == "drift" and result["alarms"] == ["prediction_drift"] and result["retrain"] is True
+    assert result["retrain_reason"].startswith("monitor: prediction drift: the champion's prediction moved: prediction")
+    metrics = champion.tracking.client.get_run(result["mlflow_run_id"]).data.metrics
+    assert metrics["alarm.prediction_drift"] == 1 and metrics["prediction_drift.drifted"] == 1
+    assert metrics["prediction_drift.score"] > 0.1
 
 
 # Quality ----------------------------------------------------------------------------------------------------

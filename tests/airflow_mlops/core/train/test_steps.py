@@ -164,6 +164,7 @@ def test_each_task_trains_evaluates_registers_scores_and_is_monitored(mlflow_ser
     from airflow_mlops.core.deploy.steps import smoke_sample
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.monitor.current import load_current
+    from airflow_mlops.core.monitor.prediction import detect_prediction_drift
     from airflow_mlops.core.monitor.quality import assess_quality
     from airflow_mlops.core.train import tasks
 
@@ -226,3 +227,10 @@ def test_each_task_trains_evaluates_registers_scores_and_is_monitored(mlflow_ser
     assert list(quality.metrics) == list(TASK_METRICS[task])
     # The holdout days are among the scored ones: the monitored figure is close to the holdout one.
     assert abs(quality.value - quality.baseline) < 0.2
+    # The same model on rows like its training rows: its outputs match those on its reference sample.
+    reference = tracking.load_reference(trained["mlflow_run_id"])
+    assert reference is not None
+    outputs = detect_prediction_drift(reference, current.rows, task, registered["version"], min_rows=100)
+    wanted_outputs = ["proba.delayed", "proba.late", "proba.on_time", "prediction"]
+    assert list(outputs.drift.columns) == (wanted_outputs if task == "multiclass" else ["prediction"])
+    assert not outputs.drifted and outputs.drift.rows_current == len(current.rows), outputs.to_dict()
