@@ -141,12 +141,13 @@ def _prediction_section(prediction: PredictionDrift, alarm: bool) -> Section:
             f"Outputs of champion v{prediction.champion_version} ({prediction.task}: {outputs}): "
             f"{prediction.drift.rows_reference} rows of its reference sample against {prediction.drift.rows_current} "
             f"sampled production rows it predicted ({prediction.other_rows} rows of other model versions or "
-            f"without a prediction left out). "
+            f"without a prediction left out). The verdict is that of `prediction`"
+            + ("; class probabilities are shown, not judged. " if prediction.task == "multiclass" else ". ")
             + ("A drifted output is an alarm." if alarm else "Reported only: monitor.prediction_drift.alarm is false.")
         ),
         table=Table(
             headers=("Drifted", "Output", "Method", "Score", "Threshold"),
             rows=[("DRIFT" if c.drifted else "no", name, c.method, fmt(c.score), fmt(c.threshold)) for name, c in cols],
-            statuses=[(moved if c.drifted else "pass") for _, c in cols],
+            statuses=[("pass" if not c.drifted else moved if name == "prediction" else "info") for name, c in cols],
         ),
     )

@@ -7,32 +7,12 @@ import pandas as pd
 import pytest
 
 from airflow_mlops.core.monitor.drift import InsufficientData
-from airflow_mlops.core.monitor.prediction import detect_prediction_drift, output_columns
-
-ROWS = 600
-
-
-def binary(seed: int, a: float, b: float, version: str = "3") -> pd.DataFrame:
-    """P(true) drawn from Beta(a, b), as the score DAG and the model server log it."""
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({"prediction": rng.beta(a, b, ROWS), "model_version": version})
-
-
-def regression(seed: int, mean: float, version: str = "3") -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({"prediction": rng.normal(mean, 2.0, ROWS), "model_version": version})
-
-
-def multiclass(seed: int, alpha: list[float], classes: list[object], version: str = "3") -> pd.DataFrame:
-    """Class probabilities from a Dirichlet, the predicted class their argmax (as `predict_frame` writes them)."""
-    proba = np.random.default_rng(seed).dirichlet(alpha, ROWS)
-    frame = pd.DataFrame({f"proba.{c}": proba[:, i] for i, c in enumerate(classes)})
-    frame.insert(0, "prediction", np.asarray(classes, dtype=object)[proba.argmax(axis=1)])
-    return frame.assign(model_version=version)
-
-
-def check(reference: pd.DataFrame, current: pd.DataFrame, task: str, **kwargs: object):  # type: ignore[no-untyped-def]
-    return detect_prediction_drift(reference, current, task, "3", min_rows=100, **kwargs)  # type: ignore[arg-type]
+from airflow_mlops.core.monitor.prediction import output_columns
+from tests.fixtures.monitoring import OUTPUT_ROWS as ROWS
+from tests.fixtures.monitoring import binary_outputs as binary
+from tests.fixtures.monitoring import check_outputs as check
+from tests.fixtures.monitoring import multiclass_outputs as multiclass
+from tests.fixtures.monitoring import regression_outputs as regression
 
 
 def test_binary_probability_shift_is_flagged_and_the_same_distribution_is_not() -> None:
