@@ -5,7 +5,8 @@ The parent writes a temporary local lake: features and predictions partitions (t
 `1 - inference_share` of the rows, inference-log files of 5000 rows (the model server's layout) for the rest,
 temp shifted by 0.3 SD so the report has a drift to show. A fresh subprocess then runs what monitor_step
 runs apart from its MLflow calls (a few HTTP requests): read the window from the lake (sampled), drift with
-Evidently, quality on matured labels, decision, HTML report written to the lake. Its peak memory (ru_maxrss)
+Evidently, prediction drift (the outputs, Evidently again), quality on matured labels, decision, HTML report
+written to the lake. Its peak memory (ru_maxrss)
 (VmHWM) is its own. Target (issue 5): <= 30 s and <= 1 GiB. No asserts.
 """
 
@@ -54,7 +55,7 @@ def prepare(root: Path, current_rows: int, reference_rows: int, inference_share:
     """Write the window's partitions to a lake under `root`; save the reference sample next to it."""
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.lake.storage import open_lake
-    from airflow_mlops.core.monitor.monitor import window_days
+    from airflow_mlops.core.monitor.current import window_days
     from airflow_mlops.core.train.training import feature_spec
     from tests.fixtures.training_data import day_range, flight_config, synthetic_features
 
@@ -114,7 +115,8 @@ def measure(root: Path) -> dict[str, Any]:
 
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.lake.storage import open_lake
-    from airflow_mlops.core.monitor.monitor import Champion, render_monitor_html, run_checks
+    from airflow_mlops.core.monitor.monitor import Champion, run_checks
+    from airflow_mlops.core.monitor.report import render_monitor_html
     from tests.fixtures.training_data import flight_config
 
     started = time.perf_counter()
@@ -138,7 +140,7 @@ def measure(root: Path) -> dict[str, Any]:
     assert current is not None
     peak = _peak_mib()
     # Breakdown, after the peak was taken: reading and sampling the window alone, as run_checks did.
-    from airflow_mlops.core.monitor.monitor import load_current
+    from airflow_mlops.core.monitor.current import load_current
 
     started = time.perf_counter()
     load_current(lake, cfg, DS, list(current.rows.columns[:0]), [], "1")
@@ -148,6 +150,14 @@ def measure(root: Path) -> dict[str, Any]:
     categorical = [c for c in current.rows.columns if c != "prediction" and c not in numeric]
     load_current(lake, cfg, DS, numeric, categorical, "1")
     read_s = time.perf_counter() - started
+    from airflow_mlops.core.monitor.prediction import detect_prediction_drift
+
+    started = time.perf_counter()
+    mon = cfg.monitor
+    detect_prediction_drift(reference, current.rows, cfg.train.task, "1", sample_rows=mon.drift.sample_rows,
+                            min_rows=mon.drift.min_rows, seed=cfg.train.seed)  # fmt: skip
+    prediction_s = time.perf_counter() - started
+    outputs = checks.prediction
     return {
         "outcome": checks.decision.outcome,
         "drifted_columns": checks.drift.drifted_columns if checks.drift else None,
@@ -162,6 +172,8 @@ def measure(root: Path) -> dict[str, Any]:
         "monitor_compute_cpu_s": round(cpu_s, 2),
         "of_which_read_window_s": round(read_s, 2),
         "of_which_read_keys_labels_s": round(read_quality_s, 2),
+        "of_which_prediction_drift_s": round(prediction_s, 2),
+        "prediction_drift_score": round(outputs.main.score, 3) if outputs else None,
         "peak_rss_before_mib": round(peak_before),
         "peak_rss_mib": round(peak),
     }

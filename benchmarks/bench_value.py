@@ -138,7 +138,7 @@ class Trainer:
     def train(self, end_ds: str, version: str, monitored: bool) -> Model:
         """What train_step computes: the fit; for a model the monitor watches, also what the training run records
         for it: the holdout metrics (evaluate_step's, the quality baseline) and the reference sample."""
-        from airflow_mlops.core.monitor.monitor import reference_sample
+        from airflow_mlops.core.monitor.current import reference_sample
         from airflow_mlops.core.train import evaluation as evals
         from airflow_mlops.core.train import training as tr
 
@@ -229,8 +229,11 @@ def monitor_day(
     the earlier retrains as arguments). Without drift among retrain.triggers a drift result cannot change the
     retrain decision, so that case skips Evidently (the costly part) and assembles the same decision from the
     pure parts: load_current, assess_quality, cooldown_blocker, decide."""
+    from airflow_mlops.core.monitor.current import load_current
+    from airflow_mlops.core.monitor.decision import cooldown_blocker, decide
     from airflow_mlops.core.monitor.drift import InsufficientData
-    from airflow_mlops.core.monitor.monitor import assess_quality, cooldown_blocker, decide, load_current, run_checks
+    from airflow_mlops.core.monitor.monitor import run_checks
+    from airflow_mlops.core.monitor.quality import assess_quality
 
     mon = cfg.monitor
     if "drift" in mon.retrain.triggers:
@@ -263,7 +266,8 @@ def run_monitor(
     checked unless `check_cooldown_days` (their outcome then shows in the log; the models are the same).
     """
     from airflow_mlops.core.lake import paths
-    from airflow_mlops.core.monitor.monitor import Champion, cooldown_blocker
+    from airflow_mlops.core.monitor.decision import cooldown_blocker
+    from airflow_mlops.core.monitor.monitor import Champion
 
     lake = trainer.lake
     name = cfg.train.model_name(cfg.name)

@@ -760,6 +760,12 @@ TASK_ROWS: list[tuple[str, str, str, str]] = [
         '`{"prediction": class, "probabilities": {class: p}}`',
         "the value",
     ),
+    (
+        "prediction drift (`monitor.prediction_drift`)",
+        "of `prediction`, the probability of true (numeric test)",
+        "of `prediction`, the class mix (categorical test); each `proba.<class>` shown (numeric test)",
+        "of `prediction`, the value (numeric test)",
+    ),
     ("MLflow pyfunc output", "`predict_proba`, 2 columns", "`predict_proba`, one column per class", "`predict`"),
     (
         "evaluation plots",

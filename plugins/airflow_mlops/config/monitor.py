@@ -1,4 +1,4 @@
-"""The `monitor:` section of a pipeline config: window, drift, quality, alerts and the retrain trigger."""
+"""The `monitor:` section of a pipeline config: window, input and prediction drift, quality, alerts, retrains."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ DriftMethod = Literal[
     "TVD",
     "z",
 ]
-RetrainTrigger = Literal["drift", "quality"]
+RetrainTrigger = Literal["drift", "quality", "prediction_drift"]
 MonitorSource = Literal["inference_log", "predictions"]
 _EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 
 
 def _all_triggers() -> list[RetrainTrigger]:
-    return ["drift", "quality"]
+    return ["drift", "quality", "prediction_drift"]
 
 
 def _all_sources() -> list[MonitorSource]:
@@ -61,6 +61,36 @@ class DriftConfig(Strict):
         default=20000, ge=100, description="Rows sampled from each side, so time and memory stay bounded."
     )
     min_rows: int = Field(default=200, ge=1, description="Fewer current rows: insufficient data, no verdict.")
+
+
+class PredictionDriftConfig(Strict):
+    """Drift of the champion's outputs on the window against its outputs on its reference sample.
+
+    The outputs are P(true) (binary), the predicted value (regression), or the predicted class and each class
+    probability (multiclass), of the rows the champion itself predicted (batch scores and model-server requests).
+    Evidently compares them as it compares features; the verdict is that of `prediction` (multiclass: the class
+    mix; class probabilities are shown and logged, not judged). Not an alarm by default: moved outputs often
+    follow an input drift that already alarms, and on their own they are a lead to look at, not proof of harm.
+    """
+
+    enabled: bool = Field(default=True, description="Compare the output distributions (report and MLflow figures).")
+    alarm: bool = Field(
+        default=False,
+        description=(
+            "Drifted outputs raise the alarm `prediction_drift` (a retrain when it is among retrain.triggers);"
+            " false: reported only, the decision ignores it."
+        ),
+    )
+    numeric_method: NumericMethod = Field(
+        default="wasserstein", description="Stat test of numeric outputs (probabilities, predicted values)."
+    )
+    numeric_threshold: float = Field(
+        default=0.1, gt=0, description="Its threshold (normed Wasserstein: distance in reference standard deviations)."
+    )
+    categorical_method: CategoricalMethod = Field(
+        default="jensenshannon", description="Stat test of the predicted class (multiclass)."
+    )
+    categorical_threshold: float = Field(default=0.1, gt=0, description="Its threshold.")
 
 
 class QualityConfig(Strict):
@@ -99,7 +129,7 @@ class AlertsConfig(Strict):
 class RetrainConfig(Strict):
     """When the monitor triggers `<p>__train`."""
 
-    enabled: bool = Field(default=True, description="Trigger a retrain when drift or the quality drop alarms.")
+    enabled: bool = Field(default=True, description="Trigger a retrain when an alarm among `triggers` fires.")
     triggers: list[RetrainTrigger] = Field(default_factory=_all_triggers, description="Which alarms trigger a retrain.")
     cooldown_days: int = Field(
         default=7, ge=0, description="No new retrain for this many days after one (one episode, one retrain)."
@@ -125,6 +155,7 @@ class MonitorConfig(Strict):
         default=20000, ge=100, description="Rows of the training window kept as the reference sample of a model."
     )
     drift: DriftConfig = DriftConfig()
+    prediction_drift: PredictionDriftConfig = PredictionDriftConfig()
     quality: QualityConfig = QualityConfig()
     alerts: AlertsConfig = AlertsConfig()
     retrain: RetrainConfig = RetrainConfig()

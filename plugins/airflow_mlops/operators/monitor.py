@@ -47,7 +47,8 @@ class MonitorOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.cache import fingerprint
         from airflow_mlops.core.lake import paths
-        from airflow_mlops.core.monitor.monitor import monitor_step, window_days
+        from airflow_mlops.core.monitor.current import window_days
+        from airflow_mlops.core.monitor.monitor import monitor_step
         from airflow_mlops.core.registry.tracking import CHAMPION
         from airflow_mlops.links import airflow_ui_url, lake_file_url, lifecycle_url
         from airflow_mlops.notifiers import MonitorAlertNotifier

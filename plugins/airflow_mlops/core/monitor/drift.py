@@ -84,6 +84,7 @@ def detect_drift(
     min_rows: int = 200,
     seed: int = 0,
     timestamp: datetime | None = None,
+    html: bool = True,
 ) -> DriftResult:
     """Compare `current` with `reference` column by column; drifted if enough (or a critical) column drifted.
 
@@ -97,6 +98,7 @@ def detect_drift(
     min_rows: fewer rows in either frame (or fewer non-null values in a column) is insufficient data.
     seed: seed of the sampling, so the same inputs give the same result.
     timestamp: the report's timestamp (pass the logical date; default: now, only for ad hoc use).
+    html: render Evidently's report into `html` (the costly part of a small check).
     """
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -166,7 +168,7 @@ def detect_drift(
         rows_current=len(current),
         critical_drifted=critical_drifted,
         skipped=skipped,
-        html=snapshot.get_html_str(as_iframe=False),
+        html=snapshot.get_html_str(as_iframe=False) if html else "",
     )
 
 

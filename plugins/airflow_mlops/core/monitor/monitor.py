@@ -1,40 +1,31 @@
-"""The monitor of a pipeline: drift of production inputs, model quality on matured labels, the retrain decision."""
+"""The monitor step of a pipeline: the champion, the checks of one window, the report and the MLflow run."""
 
 from __future__ import annotations
 
-import html
-import io
 import json
-import math
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from airflow_mlops.config.train import LOWER_IS_BETTER, METRIC_NAMES
+from airflow_mlops.config.train import METRIC_NAMES
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
+from airflow_mlops.core.monitor.current import PREDICTION, CurrentData, floats, load_current, window_days
+from airflow_mlops.core.monitor.decision import Decision, cooldown_blocker, decide
 from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, detect_drift
+from airflow_mlops.core.monitor.prediction import PredictionDrift, detect_prediction_drift
+from airflow_mlops.core.monitor.quality import QualityResult, assess_quality
+from airflow_mlops.core.monitor.report import render_monitor_html
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
-from airflow_mlops.core.report import Link, Section, Table, Verdict, render_report
+from airflow_mlops.core.report import Link
 from airflow_mlops.core.train import training as tr
-from airflow_mlops.core.train.tasks import PROBA_PREFIX, frame_scores, predict_frame, proba_column
-from airflow_mlops.core.train.tasks import positives as count_positives
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
-
-Outcome = Literal["ok", "drift", "quality_drop", "insufficient_data", "no_champion"]
-
-PREDICTION = "prediction"
-MODEL_VERSION = "model_version"
-LABEL = "label"
-QUALITY_SAMPLE_ROWS = 200_000
-"""Matured labelled rows kept for the quality metrics: far more than a metric estimate needs, bounded memory."""
 
 TAG_PIPELINE = f"{TAG_PREFIX}pipeline"
 TAG_MONITOR_DS = f"{TAG_PREFIX}monitor_ds"
@@ -56,629 +47,6 @@ def experiment(cfg: PipelineConfig) -> str:
 def metric_step(ds: str) -> int:
     """The step of a monitor run's metrics: its logical date as days since 1970-01-01 (evenly spaced on plots)."""
     return (date.fromisoformat(ds) - EPOCH).days
-
-
-def window_days(ds: str, days: int) -> list[str]:
-    """The `days` dates ending on `ds`, oldest first."""
-    end = date.fromisoformat(ds)
-    return [(end - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
-
-
-# Reference sample (written at training time) ---------------------------------------------------------------
-
-
-def reference_sample(split: tr.Split, cfg: PipelineConfig, spec: tr.FeatureSpec, model: Any) -> pd.DataFrame:
-    """`monitor.reference_rows` rows of the train and validation days, drawn with train.seed, and the model's score.
-
-    Columns: ds, key columns, timestamp, feature columns, label, prediction (and `proba.<class>` columns for
-    multiclass, as the score DAG writes them). The holdout is left out: the
-    reference is what the model learnt from. The same window and seed give the same sample.
-    """
-    frame = pd.concat([split.train, split.validation], ignore_index=True)
-    if len(frame) > cfg.monitor.reference_rows:
-        frame = frame.sample(n=cfg.monitor.reference_rows, random_state=cfg.train.seed).sort_index()
-    wanted = [tr.DS_COLUMN, *cfg.features.key, cfg.features.timestamp, *spec.columns, spec.label]
-    out = frame[[c for c in dict.fromkeys(wanted) if c in frame.columns]].reset_index(drop=True)
-    with tr.thread_limit(cfg.train.model.threads):
-        predicted = predict_frame(model, out[spec.columns], cfg.train.task)
-    for col in predicted.columns:  # prediction, and the class probabilities of a multiclass model
-        out[col] = predicted[col].to_numpy()
-    return out
-
-
-# Current production inputs ---------------------------------------------------------------------------------
-
-
-class RowSample:
-    """A uniform sample of at most `size` of all rows added (the `size` smallest random keys).
-
-    Memory stays at about twice `size` rows plus the frame being added, whatever the volume. Keys come
-    from a generator seeded by `seed` and the name of each added part, so the same data give the same sample.
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.seed = seed
-        self.seen = 0
-        self._parts: list[pd.DataFrame] = []
-        self._keys: list[np.ndarray] = []
-        self._held = 0
-        self._bound = math.inf  # once the sample is full, rows with a key above its largest can never enter
-
-    def add(
-        self, frame: pd.DataFrame, name: str, prepare: Callable[[pd.DataFrame], pd.DataFrame] | None = None
-    ) -> None:
-        """Offer the rows of `frame`; `prepare` converts only the rows that may enter (most never do)."""
-        if frame.empty:
-            return
-        self.seen += len(frame)
-        keys = np.random.default_rng([self.seed, zlib.crc32(name.encode("utf-8"))]).random(len(frame))
-        keep = np.flatnonzero(keys < self._bound)
-        if len(keep) > self.size:
-            keep = keep[np.sort(np.argpartition(keys[keep], self.size - 1)[: self.size])]
-        if not len(keep):
-            return
-        part = (frame.iloc[keep] if len(keep) < len(frame) else frame).reset_index(drop=True)
-        self._parts.append(prepare(part) if prepare is not None else part)
-        self._keys.append(keys[keep])
-        self._held += len(keep)
-        if self._held > 2 * self.size:
-            self._compact()
-
-    def _compact(self) -> None:
-        if len(self._parts) <= 1 and self._held <= self.size:
-            return
-        frame = pd.concat(self._parts, ignore_index=True) if len(self._parts) > 1 else self._parts[0]
-        keys = np.concatenate(self._keys)
-        if len(frame) > self.size:
-            keep = np.sort(np.argpartition(keys, self.size - 1)[: self.size])
-            frame, keys = frame.iloc[keep].reset_index(drop=True), keys[keep]
-        if len(frame) >= self.size:
-            self._bound = float(keys.max())
-        self._parts, self._keys, self._held = [frame], [keys], len(frame)
-
-    def frame(self, columns: Sequence[str]) -> pd.DataFrame:
-        """The sample (rows in the order they were added); an empty frame of `columns` when nothing was added."""
-        if not self._parts:
-            return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
-        self._compact()
-        return self._parts[0]
-
-
-@dataclass
-class CurrentData:
-    """What the monitor read from the lake for one window."""
-
-    rows: pd.DataFrame
-    """Sampled production rows: the drift columns and the prediction."""
-    quality: pd.DataFrame
-    """Sampled matured rows predicted by the champion with a known label: prediction, label (0/1)."""
-    days: list[str]
-    matured_days: list[str]
-    rows_seen: dict[str, int]
-    rows_by_day: dict[str, dict[str, int]]
-    matured_rows: int = 0
-    other_version_rows: int = 0
-    unlabelled_rows: int = 0
-    unmatched_rows: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.rows_seen.values())
-
-
-def _floats(values: pd.Series) -> np.ndarray:
-    number = pd.to_numeric(values, errors="coerce")
-    return pd.Series(number).astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-
-
-def _normalise(frame: pd.DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
-    """The drift columns and the prediction with one dtype each (text or float64), whatever the source wrote.
-
-    One dtype per column keeps the sample's concatenation cheap and makes absent columns plain missing values.
-    """
-    n = len(frame)
-    out: dict[str, Any] = {}
-    for col in categorical:
-        out[col] = frame[col].astype("string") if col in frame.columns else pd.array([pd.NA] * n, dtype="string")
-    for col in [*numeric, PREDICTION]:
-        out[col] = _floats(frame[col]) if col in frame.columns else np.full(n, np.nan)
-    return pd.DataFrame(out, index=pd.RangeIndex(n))
-
-
-def _read(
-    lake: Lake, uri: str, columns: Sequence[str], notes: list[str], prefix: str | None = None
-) -> pd.DataFrame | None:
-    """The named columns a Parquet file has (others are left out), and those starting with `prefix`; None,
-    with a note, if it cannot be read."""
-    import pyarrow.parquet as pq
-
-    try:
-        handle = pq.ParquetFile(io.BytesIO(lake.read_bytes(uri)))
-        names = handle.schema_arrow.names
-        wanted = [*columns, *(n for n in names if prefix is not None and n.startswith(prefix))]
-        present = [c for c in dict.fromkeys(wanted) if c in set(names)]
-        frame: pd.DataFrame = handle.read(columns=present).to_pandas()
-        return frame
-    except Exception as exc:  # a missing or corrupt file is reported, never the end of the monitor
-        notes.append(f"skipped {uri}: {exc}")
-        return None
-
-
-def _join_features(
-    predictions: pd.DataFrame, features: pd.DataFrame | None, keys: Sequence[str], notes: list[str], where: str
-) -> pd.DataFrame:
-    """Predictions with the feature columns of their rows (inner join); unmatched predictions are left out.
-
-    The score DAG writes one prediction per feature row in the same order, so equal key columns row by
-    row join by position (exact even when keys repeat); otherwise rows join on key + timestamp, and keys
-    repeated in the features are left out rather than guessed.
-    """
-    if features is None:
-        return predictions.iloc[:0]
-    missing = [k for k in keys if k not in predictions.columns or k not in features.columns]
-    if missing:
-        notes.append(f"{where}: cannot join predictions to features: no column(s) {', '.join(missing)}")
-        return predictions.iloc[:0]
-    pred = predictions.reset_index(drop=True)
-    feat = features.reset_index(drop=True)
-    extra = feat.drop(columns=[*keys, *[c for c in feat.columns if c in pred.columns and c not in keys]])
-    if len(pred) == len(feat) and all(pred[k].equals(feat[k]) for k in keys):
-        return pd.concat([pred, extra], axis=1)
-    unique = pd.concat([feat[list(keys)], extra], axis=1).drop_duplicates(list(keys), keep=False)
-    try:
-        return pred.merge(unique, on=list(keys), how="inner", validate="many_to_one")
-    except (ValueError, TypeError) as exc:  # e.g. key dtypes that do not compare
-        notes.append(f"{where}: cannot join predictions to features on {', '.join(keys)}: {exc}")
-        return pred.iloc[:0]
-
-
-def load_current(
-    lake: Lake,
-    cfg: PipelineConfig,
-    ds: str,
-    numeric: Sequence[str],
-    categorical: Sequence[str],
-    champion_version: str | None,
-) -> CurrentData:
-    """Production rows of the window ending on `ds` from the configured sources, sampled to bounded memory.
-
-    inference_log: every file of inference_log/<p>/date=<day>/ (requests to the model server).
-    predictions: predictions/<p>/date=<day>/ joined back to features/<p>/date=<day>/ for the feature
-    columns; on days at least `quality.label_delay_days` before `ds`, the rows the champion predicted
-    whose label is known also go to the quality sample. Only the needed columns are read; unreadable
-    files are skipped with a note.
-    """
-    mon = cfg.monitor
-    days = window_days(ds, mon.window_days)
-    last_matured = (date.fromisoformat(ds) - timedelta(days=mon.quality.label_delay_days)).isoformat()
-    matured = [d for d in days if d <= last_matured]
-    keys = list(dict.fromkeys([*cfg.features.key, cfg.features.timestamp]))
-    label = cfg.features.label.name
-    drift_columns = [*categorical, *numeric]
-    rows = RowSample(mon.drift.sample_rows, cfg.train.seed)
-    quality = RowSample(QUALITY_SAMPLE_ROWS, cfg.train.seed + 1)
-    out = CurrentData(
-        rows=pd.DataFrame(),
-        quality=pd.DataFrame(),
-        days=days,
-        matured_days=matured,
-        rows_seen={s: 0 for s in mon.sources},
-        rows_by_day={s: {} for s in mon.sources},
-    )
-
-    def normalise(frame: pd.DataFrame) -> pd.DataFrame:
-        return _normalise(frame, numeric, categorical)
-
-    for day in days:
-        if "inference_log" in mon.sources:
-            for uri in lake.list(lake.uri(paths.inference_log_partition(cfg.name, day))):
-                if not uri.endswith(".parquet"):
-                    continue
-                part = _read(lake, uri, [*drift_columns, PREDICTION], out.notes)
-                if part is None or part.empty:
-                    continue
-                out.rows_seen["inference_log"] += len(part)
-                out.rows_by_day["inference_log"][day] = out.rows_by_day["inference_log"].get(day, 0) + len(part)
-                rows.add(part, f"inference_log/{day}/{uri.rsplit('/', 1)[-1]}", normalise)
-        if "predictions" in mon.sources:
-            uri = lake.uri(paths.predictions(cfg.name, day))
-            if not lake.exists(uri):
-                continue
-            proba = PROBA_PREFIX if cfg.train.task == "multiclass" else None
-            pred = _read(lake, uri, [*keys, PREDICTION, MODEL_VERSION], out.notes, proba)
-            if pred is None or pred.empty:
-                continue
-            out.rows_seen["predictions"] += len(pred)
-            out.rows_by_day["predictions"][day] = len(pred)
-            features_uri = lake.uri(paths.features(cfg.name, day))
-            features = None
-            if lake.exists(features_uri):
-                features = _read(lake, features_uri, [*keys, *drift_columns, label], out.notes)
-            else:
-                out.notes.append(f"predictions of {day}: no features partition {features_uri} to join")
-            joined = _join_features(pred, features, keys, out.notes, f"predictions of {day}")
-            out.unmatched_rows += len(pred) - len(joined)
-            rows.add(joined, f"predictions/{day}", normalise)
-            if day in matured and len(joined):
-                _add_quality(quality, joined, label, champion_version, day, out, cfg.train.task)
-    out.rows = rows.frame([*drift_columns, PREDICTION])
-    out.quality = quality.frame([PREDICTION, LABEL])
-    return out
-
-
-def _add_quality(
-    sample: RowSample,
-    joined: pd.DataFrame,
-    label: str,
-    champion: str | None,
-    day: str,
-    out: CurrentData,
-    task: str = "binary",
-) -> None:
-    """The day's rows predicted by the champion, with a known label and a score, into the quality sample.
-
-    The score is the prediction (binary, regression) or the class probabilities (multiclass, `proba.<class>`).
-    """
-    n = len(joined)
-    labels = joined[label] if label in joined.columns else pd.Series([pd.NA] * n, dtype="boolean")
-    known = labels.notna().to_numpy()
-    versions = joined[MODEL_VERSION].astype(str).to_numpy() if MODEL_VERSION in joined.columns else np.full(n, "")
-    same = versions == str(champion)
-    scores, classes = frame_scores(joined, task) if PREDICTION in joined.columns else (np.full(n, np.nan), [])
-    if task == "multiclass":
-        scored = ~np.isnan(scores).any(axis=1) if classes else np.zeros(n, dtype=bool)
-    else:
-        scored = ~np.isnan(scores)
-    use = same & known & scored
-    out.matured_rows += n
-    out.other_version_rows += int((~same).sum())
-    out.unlabelled_rows += int((same & ~known).sum())
-    if use.any():
-        part: dict[str, Any]
-        if task == "multiclass":
-            part = {LABEL: labels[use].astype(str).to_numpy(dtype=object)}
-            part.update({proba_column(c): scores[use, i] for i, c in enumerate(classes)})
-        elif task == "regression":
-            part = {PREDICTION: scores[use], LABEL: _floats(labels[use])}
-        else:
-            part = {PREDICTION: scores[use], LABEL: labels[use].astype("boolean").astype("int8").to_numpy()}
-        sample.add(pd.DataFrame(part), f"quality/{day}")
-
-
-# Quality ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QualityResult:
-    """The primary metric on matured labels against the champion's own holdout figure."""
-
-    metric: str
-    value: float
-    baseline: float
-    drop: float
-    """How much worse than the baseline, in the metric's better direction (negative: better)."""
-    max_drop: float
-    degraded: bool
-    rows: int
-    positives: int
-    champion_version: str
-    days: list[str]
-    metrics: dict[str, float]
-    baselines: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        def clean(values: Mapping[str, float]) -> dict[str, float | None]:
-            return {k: None if math.isnan(v) else v for k, v in values.items()}
-
-        return {
-            "metric": self.metric,
-            "value": self.value,
-            "baseline": self.baseline,
-            "drop": self.drop,
-            "max_drop": self.max_drop,
-            "degraded": self.degraded,
-            "lower_is_better": self.metric in LOWER_IS_BETTER,
-            "rows": self.rows,
-            "positives": self.positives,
-            "champion_version": self.champion_version,
-            "days": list(self.days),
-            "metrics": clean(self.metrics),
-            "baselines": clean(self.baselines),
-        }
-
-
-def assess_quality(
-    sample: pd.DataFrame,
-    cfg: PipelineConfig,
-    baselines: Mapping[str, float],
-    champion_version: str,
-    days: Sequence[str],
-) -> QualityResult:
-    """The metrics of the champion's matured predictions; degraded when the primary metric is worse than
-    the champion's holdout figure (`baselines`) by more than `quality.max_drop`.
-
-    Raises InsufficientData for fewer than `quality.min_rows` rows, a missing baseline, or a primary metric
-    that is undefined on these rows (one class only).
-    """
-    q = cfg.monitor.quality
-    primary = cfg.train.metric.primary
-    span = f"{days[0]}..{days[-1]}" if days else "none"
-    if not days:
-        raise InsufficientData(
-            f"no day of the window has matured labels (quality.label_delay_days {q.label_delay_days} "
-            f">= window_days {cfg.monitor.window_days})"
-        )
-    if len(sample) < q.min_rows:
-        raise InsufficientData(
-            f"{len(sample)} matured labelled row(s) predicted by champion v{champion_version} on days {span}; "
-            f"quality.min_rows is {q.min_rows}"
-        )
-    baseline = baselines.get(primary, math.nan)
-    if math.isnan(baseline):
-        raise InsufficientData(
-            f"champion v{champion_version} has no holdout {primary} in its training run to compare with"
-        )
-    task = cfg.train.task
-    y_score, classes = frame_scores(sample, task)
-    y_true = sample[LABEL].to_numpy(dtype={"binary": "int8", "regression": "float64"}.get(task, "object"))
-    metrics = tr.compute_metrics(y_true, y_score, cfg.train.metric.threshold, task, classes)
-    value = metrics[primary]
-    if math.isnan(value):
-        raise InsufficientData(
-            f"{primary} is undefined on the {len(sample)} matured rows of days {span}: every label is "
-            f"{y_true[0] if len(y_true) else '-'}"
-        )
-    drop = value - baseline if primary in LOWER_IS_BETTER else baseline - value
-    return QualityResult(
-        metric=primary,
-        value=value,
-        baseline=baseline,
-        drop=drop,
-        max_drop=q.max_drop,
-        degraded=drop > q.max_drop,
-        rows=len(sample),
-        positives=count_positives(y_true, task),
-        champion_version=champion_version,
-        days=list(days),
-        metrics=metrics,
-        baselines=dict(baselines),
-    )
-
-
-# Decision --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The monitor's verdict: outcome, alarms, whether to retrain, and why (human-readable)."""
-
-    outcome: Outcome
-    alarms: list[str]
-    retrain: bool
-    reasons: list[str]
-    retrain_reason: str = ""
-
-
-def cooldown_blocker(ds: str, previous: Sequence[tuple[str, str]], cooldown_days: int) -> tuple[str, str] | None:
-    """The latest earlier retrain (logical date, MLflow run id) within `cooldown_days` days up to `ds`, if any."""
-    if cooldown_days <= 0:
-        return None
-    day = date.fromisoformat(ds)
-    hits = []
-    for prev_ds, run_id in previous:
-        try:
-            delta = (day - date.fromisoformat(prev_ds)).days
-        except ValueError:
-            continue  # a hand-edited tag is not a date: it cannot hold back a retrain
-        if 0 <= delta <= cooldown_days:
-            hits.append((prev_ds, run_id))
-    return max(hits) if hits else None
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
-
-
-def drift_reason(result: DriftResult) -> str:
-    """One line on a drift result: which columns drifted, by how much, against which rule."""
-    drifted = result.drifted_columns
-    detail = "; ".join(
-        f"{c} {col.method} {_fmt(col.score)} (threshold {_fmt(col.threshold)})"
-        for c, col in result.columns.items()
-        if col.drifted
-    )
-    share = f"{len(drifted)} of {len(result.columns)} columns drifted ({result.share:.0%}, share_threshold " + (
-        f"{result.share_threshold:.0%})"
-    )
-    if result.drifted:
-        why = f"critical column(s) {', '.join(result.critical_drifted)} drifted; " if result.critical_drifted else ""
-        return f"drift: {why}{share}: {detail}"
-    return f"no drift: {share}{': ' + detail if detail else ''}; no critical column drifted"
-
-
-def quality_reason(result: QualityResult) -> str:
-    """One line on a quality result, naming the metric, the figures and the rule."""
-    direction = "worse" if result.drop > 0 else "better"
-    verdict = "quality drop" if result.degraded else "quality ok"
-    return (
-        f"{verdict}: {result.metric} {result.value:.3f} on {result.rows} matured rows of days "
-        f"{result.days[0]}..{result.days[-1]} vs {result.baseline:.3f} on champion v{result.champion_version}'s "
-        f"holdout: {direction} by {abs(result.drop):.3f} (max_drop {result.max_drop:g})"
-    )
-
-
-def decide(
-    cfg: PipelineConfig,
-    drift: DriftResult | None,
-    quality: QualityResult | None,
-    insufficient: Mapping[str, str],
-    *,
-    blocker: tuple[str, str] | None,
-    train_active: bool,
-    notes: Sequence[str] = (),
-) -> Decision:
-    """Outcome and retrain from the checks.
-
-    Outcome: quality_drop or drift when that alarm fired (quality first: it is the harm itself), else
-    insufficient_data when a check could not be made (`insufficient`: check -> why), else ok. A retrain
-    is wanted when an alarm is among retrain.triggers and retrain is enabled, unless a <p>__train run is
-    active or an earlier monitor run triggered one within the cool-down (`blocker`: its date and run id).
-    """
-    reasons: list[str] = []
-    alarms: list[str] = []
-    why: dict[str, str] = {}  # alarm -> its reason line
-    if drift is not None:
-        reasons.append(drift_reason(drift))
-        if drift.drifted:
-            alarms.append("drift")
-            why["drift"] = reasons[-1]
-        if drift.skipped:
-            reasons.append(
-                "drift not judged for column(s) " + "; ".join(f"{c}: {why}" for c, why in drift.skipped.items())
-            )
-    if quality is not None:
-        reasons.append(quality_reason(quality))
-        if quality.degraded:
-            alarms.append("quality")
-            why["quality"] = reasons[-1]
-    reasons.extend(f"insufficient data for {check}: {why}" for check, why in insufficient.items())
-    reasons.extend(notes)
-    if "quality" in alarms:
-        outcome: Outcome = "quality_drop"
-    elif alarms:
-        outcome = "drift"
-    else:
-        outcome = "insufficient_data" if insufficient else "ok"
-    retrain_cfg = cfg.monitor.retrain
-    wanted = [a for a in alarms if a in retrain_cfg.triggers]
-    retrain = False
-    if alarms:
-        train_dag = cfg.dag_id("train")
-        if not retrain_cfg.enabled:
-            reasons.append("no retrain: monitor.retrain.enabled is false")
-        elif not wanted:
-            reasons.append(
-                f"no retrain: alarm(s) {', '.join(alarms)} not in monitor.retrain.triggers "
-                f"({', '.join(retrain_cfg.triggers) or 'none'})"
-            )
-        elif train_active:
-            reasons.append(f"no retrain: a {train_dag} run is already active")
-        elif blocker is not None:
-            reasons.append(
-                f"no retrain: cool-down: the monitor run of {blocker[0]} (MLflow run {blocker[1]}) triggered "
-                f"{train_dag}, within monitor.retrain.cooldown_days ({retrain_cfg.cooldown_days})"
-            )
-        else:
-            retrain = True
-            reasons.append(f"retrain: triggering {train_dag} (alarm: {', '.join(wanted)})")
-    retrain_reason = "monitor: " + "; ".join(why[a] for a in wanted) if retrain else ""
-    return Decision(outcome, alarms, retrain, reasons, retrain_reason)
-
-
-# Report ----------------------------------------------------------------------------------------------------
-
-
-def render_monitor_html(
-    cfg: PipelineConfig,
-    ds: str,
-    decision: Decision,
-    context: Mapping[str, str | Link],
-    current: CurrentData | None,
-    drift: DriftResult | None,
-    quality: QualityResult | None,
-    critical: Sequence[str],
-) -> str:
-    """The monitor's page: verdict and reasons, drift per column, quality, rows read, then Evidently's report."""
-    label = decision.outcome.replace("_", " ").upper()
-    summary = decision.reasons[0] if decision.reasons else decision.outcome
-    if decision.retrain:
-        summary = f"retrain triggered; {summary}"
-    verdict = Verdict(ok=not decision.alarms, summary=summary, labels=(label, label))
-    status: Literal["fail", "warn", "pass"] = (
-        "fail" if decision.alarms else ("warn" if decision.outcome != "ok" else "pass")
-    )
-    sections = [Section(title="Decision", text="\n\n".join(decision.reasons), status=status)]
-    if drift is not None:
-        cols = list(drift.columns.items())
-        sections.append(
-            Section(
-                title=f"Drift per column ({len(drift.drifted_columns)} of {len(cols)} drifted)",
-                status="fail" if drift.drifted else "pass",
-                text=(
-                    f"Reference: {drift.rows_reference} rows of the champion's training days; current: "
-                    f"{drift.rows_current} sampled production rows. Drift of the data when at least "
-                    f"{drift.share_threshold:.0%} of the columns drift, or a critical column does."
-                ),
-                table=Table(
-                    headers=("Drifted", "Column", "Method", "Score", "Threshold", "Critical"),
-                    rows=[
-                        (
-                            "DRIFT" if c.drifted else "no",
-                            name,
-                            c.method,
-                            _fmt(c.score),
-                            _fmt(c.threshold),
-                            "yes" if name in critical else "",
-                        )
-                        for name, c in cols
-                    ],
-                    statuses=["fail" if c.drifted else "pass" for _, c in cols],
-                ),
-            )
-        )
-    if quality is not None:
-        names = [m for m in METRIC_NAMES if m in quality.metrics]
-        sections.append(
-            Section(
-                title=f"Quality on matured labels ({quality.rows} rows)",
-                status="fail" if quality.degraded else "pass",
-                text=quality_reason(quality),
-                table=Table(
-                    headers=("Metric", "Matured rows", f"Champion v{quality.champion_version} holdout"),
-                    rows=[
-                        (
-                            m + (" (primary)" if m == quality.metric else ""),
-                            _fmt(quality.metrics[m]) if not math.isnan(quality.metrics[m]) else "-",
-                            _fmt(quality.baselines[m]) if m in quality.baselines else "-",
-                        )
-                        for m in names
-                    ],
-                    statuses=[
-                        ("fail" if quality.degraded else "pass") if m == quality.metric else "info" for m in names
-                    ],
-                ),
-            )
-        )
-    if current is not None:
-        rows = [
-            (source, day, str(count))
-            for source, by_day in current.rows_by_day.items()
-            for day, count in sorted(by_day.items())
-        ]
-        text = (
-            f"Window {current.days[0]}..{current.days[-1]}; labels matured up to "
-            f"{current.matured_days[-1] if current.matured_days else '(none)'}. Sampled for drift: "
-            f"{len(current.rows)} of {current.total_rows} rows. Predictions without features: "
-            f"{current.unmatched_rows}; matured rows of other model versions: {current.other_version_rows}; "
-            f"matured rows of the champion without a known label: {current.unlabelled_rows}."
-        )
-        sections.append(
-            Section(title="Production rows read", text=text, table=Table(headers=("Source", "Day", "Rows"), rows=rows))
-        )
-    page = render_report(f"Monitor of {cfg.name} for {ds}", context, sections, verdict)
-    if drift is not None and drift.html:
-        # Evidently's page is a whole document with its own scripts: a sandboxed srcdoc frame keeps both apart.
-        frame = (
-            '<section class="info"><h2>Evidently data drift report</h2>'
-            f'<iframe title="Evidently data drift report" sandbox="allow-scripts" '
-            f'style="width:100%;height:1800px;border:0" srcdoc="{html.escape(drift.html, quote=True)}"></iframe>'
-            "</section>"
-        )
-        cut = page.rfind("<footer>")
-        page = page[:cut] + frame + page[cut:]
-    return page
 
 
 # The step --------------------------------------------------------------------------------------------------
@@ -753,6 +121,7 @@ class Checks:
     current: CurrentData | None = None
     drift: DriftResult | None = None
     quality: QualityResult | None = None
+    prediction: PredictionDrift | None = None
     critical: list[str] = field(default_factory=list)
     insufficient: dict[str, str] = field(default_factory=dict)
 
@@ -833,11 +202,51 @@ def run_checks(
                     f"model versions, {current.unlabelled_rows} without a known label yet)"
                 )
             out.insufficient["quality"] = f"{exc}{detail}"
+    _check_predictions(cfg, ds, champion, current, out, notes)
     blocker = cooldown_blocker(ds, previous, mon.retrain.cooldown_days)
     out.decision = decide(
-        cfg, out.drift, out.quality, out.insufficient, blocker=blocker, train_active=train_active, notes=notes
+        cfg,
+        out.drift,
+        out.quality,
+        out.insufficient,
+        blocker=blocker,
+        train_active=train_active,
+        notes=notes,
+        prediction=out.prediction,
     )
     return out
+
+
+def _check_predictions(
+    cfg: PipelineConfig, ds: str, champion: Champion, current: CurrentData, out: Checks, notes: list[str]
+) -> None:
+    """Prediction drift of the window into `out`, when monitor.prediction_drift.enabled. What keeps it from a
+    verdict is insufficient data when it may alarm, else a note: a report-only check never changes the outcome."""
+    conf, mon = cfg.monitor.prediction_drift, cfg.monitor
+    if not conf.enabled:
+        return
+    try:
+        if champion.reference is None:
+            raise InsufficientData(f"champion v{champion.version} has no reference sample")
+        out.prediction = detect_prediction_drift(
+            champion.reference,
+            current.rows,
+            cfg.train.task,
+            champion.version,
+            numeric_method=conf.numeric_method,
+            numeric_threshold=conf.numeric_threshold,
+            categorical_method=conf.categorical_method,
+            categorical_threshold=conf.categorical_threshold,
+            sample_rows=mon.drift.sample_rows,
+            min_rows=mon.drift.min_rows,
+            seed=cfg.train.seed,
+            timestamp=datetime.fromisoformat(ds),
+        )
+    except InsufficientData as exc:
+        if conf.alarm:
+            out.insufficient["prediction_drift"] = str(exc)
+        else:
+            notes.append(f"prediction drift not judged: {exc}")
 
 
 def monitor_step(
@@ -880,7 +289,8 @@ def monitor_step(
     }
     if (links or {}).get("Lifecycle"):
         context["Lifecycle"] = Link(f"lifecycle of {cfg.name}", (links or {})["Lifecycle"])
-    page = render_monitor_html(cfg, ds, decision, context, current, drift, quality, checks.critical)
+    prediction = checks.prediction
+    page = render_monitor_html(cfg, ds, decision, context, current, drift, quality, checks.critical, prediction)
     lake.write_text(report_uri, page)
     result: dict[str, Any] = {
         "pipeline": cfg.name,
@@ -900,11 +310,12 @@ def monitor_step(
         "champion_version": champion.version if champion else None,
         "drift": drift.to_dict() if drift is not None else None,
         "quality": quality.to_dict() if quality is not None else None,
+        "prediction_drift": prediction.to_dict() if prediction is not None else None,
         "rows": len(current.rows) if current is not None else 0,
         "rows_seen": dict(current.rows_seen) if current is not None else {},
         "metric_step": metric_step(ds),
     }
-    _log_run(tracking, run_id, cfg, ds, result, current, drift, quality, champion)
+    _log_run(tracking, run_id, cfg, ds, result, current, drift, quality, champion, prediction)
     return result
 
 
@@ -918,6 +329,7 @@ def _log_run(
     drift: DriftResult | None,
     quality: QualityResult | None,
     champion: Champion | None,
+    prediction: PredictionDrift | None = None,
 ) -> None:
     """Figures as metrics at step = days since 1970-01-01 of `ds`; outcome and retrain as tags (the cool-down
     reads `mlops.retrain_triggered` and `mlops.monitor_ds`); the summary as monitor/summary.json."""
@@ -925,6 +337,7 @@ def _log_run(
         "retrain": float(result["retrain"]),
         "alarm.drift": float("drift" in result["alarms"]),
         "alarm.quality": float("quality" in result["alarms"]),
+        "alarm.prediction_drift": float("prediction_drift" in result["alarms"]),
         "rows.current": float(result["rows"]),
     }
     if current is not None:
@@ -932,9 +345,10 @@ def _log_run(
         metrics["rows.unmatched_predictions"] = float(current.unmatched_rows)
         metrics["rows.matured_labelled"] = float(len(current.quality))
         scores = current.rows[PREDICTION] if PREDICTION in current.rows.columns else pd.Series(dtype="float64")
-        metrics["prediction.mean"] = float(scores.mean()) if scores.notna().any() else None
+        numeric = pd.api.types.is_numeric_dtype(scores)  # a multiclass prediction is the class
+        metrics["prediction.mean"] = float(scores.mean()) if numeric and scores.notna().any() else None
     if champion is not None and champion.reference is not None and PREDICTION in champion.reference.columns:
-        reference_scores = _floats(champion.reference[PREDICTION])  # NaN for the classes of a multiclass model
+        reference_scores = floats(champion.reference[PREDICTION])  # NaN for the classes of a multiclass model
         if not np.isnan(reference_scores).all():
             metrics["prediction.mean.reference"] = float(np.nanmean(reference_scores))
     if drift is not None:
@@ -946,6 +360,12 @@ def _log_run(
             }
         )
         metrics.update({metric_key("drift.score", c): col.score for c, col in drift.columns.items()})
+    if prediction is not None:
+        metrics["prediction_drift.score"] = prediction.main.score
+        metrics["prediction_drift.drifted"] = float(prediction.drifted)
+        metrics.update(
+            {metric_key("prediction_drift.score", c): col.score for c, col in prediction.drift.columns.items()}
+        )
     if quality is not None:
         metrics.update({metric_key("quality", m): v for m, v in quality.metrics.items()})
         metrics.update(

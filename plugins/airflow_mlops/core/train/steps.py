@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.lake.storage import Lake
-from airflow_mlops.core.monitor.monitor import reference_sample
+from airflow_mlops.core.monitor.current import reference_sample
 from airflow_mlops.core.registry.tracking import Lineage, LoggedModelInfo, RunTags, Tracking
 from airflow_mlops.core.train import card as cards
 from airflow_mlops.core.train import evaluation as evals

@@ -13,48 +13,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from airflow_mlops.config import PipelineConfig, parse_pipeline
+from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake, open_lake
 from airflow_mlops.core.monitor import monitor as mon
-from airflow_mlops.core.monitor.drift import InsufficientData
 from airflow_mlops.core.registry.tracking import CHAMPION, RunTags, Tracking, raw_rows
 from airflow_mlops.core.score import score_partition
 from airflow_mlops.core.train import training as tr
 from airflow_mlops.core.train.steps import evaluate_step, register_step, train_step
-from tests.fixtures.training_data import FLIGHTS_YAML, day_range, synthetic_features, write_partitions
+from tests.fixtures.monitoring import monitored_config
+from tests.fixtures.training_data import day_range, synthetic_features, write_partitions
 
 TRAIN_END = "2013-03-20"
 DS = "2013-03-27"  # the monitored window is 2013-03-21..27: the week after the champion's training window
 WINDOW = day_range("2013-03-21", 7)
 ROWS_PER_DAY = 400  # predictions of the score DAG
 REQUESTS_PER_DAY = 200  # rows sent to the model server
-
-
-def make_config(model_name: str, monitor: dict[str, Any] | None = None) -> PipelineConfig:
-    """The shipped flight_delays config with a small training section, its own model and monitor experiment."""
-    data = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
-    data["train"].update(
-        window_days=20,
-        validation_days=3,
-        holdout_days=4,
-        min_rows=100,
-        search=None,
-        registered_model_name=model_name,
-        model={**data["train"]["model"], "params": {"max_iter": 15}},
-    )
-    data["train"]["gates"].update(min_slice_rows=40)
-    data["monitor"] = {
-        "window_days": 7,
-        "drift": {"critical": ["temp", "carrier"], "share_threshold": 0.3},
-        "quality": {"label_delay_days": 1, "max_drop": 0.05, "min_rows": 500},
-        "retrain": {"triggers": ["drift", "quality"], "cooldown_days": 3},
-        "experiment": f"monitor-{uuid.uuid4().hex[:8]}",  # each test its own cool-down history
-        **(monitor or {}),
-    }
-    return parse_pipeline(yaml.safe_dump(data), str(FLIGHTS_YAML))
 
 
 @dataclass
@@ -71,7 +46,7 @@ class Champion:
 @pytest.fixture(scope="module")
 def champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Champion:
     """A champion trained by the train steps on 20 synthetic days up to TRAIN_END (reference sample included)."""
-    cfg = make_config(f"monitored_{uuid.uuid4().hex[:8]}")
+    cfg = monitored_config(f"monitored_{uuid.uuid4().hex[:8]}")
     lake = open_lake(str(tmp_path_factory.mktemp("train-lake")))
     write_partitions(lake, cfg, synthetic_features(cfg, day_range("2013-03-01", 20), rows_per_day=200, seed=7))
     tracking = Tracking(mlflow_server)
@@ -198,6 +173,11 @@ def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake,
     assert 0.9 * 6 * ROWS_PER_DAY < quality["rows"] < 6 * ROWS_PER_DAY
     assert any(r.startswith("no drift:") for r in result["reasons"])
     assert any(r.startswith("quality ok: roc_auc") for r in result["reasons"])
+    # the champion's outputs: P(true) of its own rows, from both sources, against its reference sample
+    outputs = result["prediction_drift"]
+    assert outputs["drifted"] is False and outputs["task"] == "binary" and outputs["method"] == "wasserstein"
+    assert outputs["rows_current"] == result["rows"] and outputs["rows_left_out"] == 0
+    assert any(r.startswith("no prediction drift: prediction wasserstein") for r in result["reasons"])
 
     report = lake.read_text(result["report_uri"])
     assert result["report_uri"] == lake.uri(paths.monitor_report(cfg.name, DS))
@@ -207,12 +187,15 @@ def test_unchanged_production_data_is_ok_and_a_rerun_changes_nothing(lake: Lake,
     assert f'<a href="{result["mlflow_run_url"]}">' in report
     assert '<a href="/dags/flight_delays__monitor/runs/r1">' in report
     assert '<a href="/mlops/lifecycle/flight_delays">' in report
+    assert "Prediction drift (0 of 1 outputs drifted)" in report
 
     run = champion.tracking.client.get_run(result["mlflow_run_id"])
     assert run.data.tags[mon.TAG_OUTCOME] == "ok" and run.data.tags[mon.TAG_RETRAIN] == "false"
     assert run.data.tags[mon.TAG_MONITOR_DS] == DS and run.data.tags[mon.TAG_PIPELINE] == cfg.name
     assert run.data.metrics["quality.roc_auc"] == pytest.approx(quality["value"])
     assert run.data.metrics["drift.score.temp"] == pytest.approx(drift["columns"]["temp"]["score"])
+    assert run.data.metrics["prediction_drift.score"] == pytest.approx(outputs["score"])
+    assert run.data.metrics["prediction_drift.drifted"] == 0 and run.data.metrics["alarm.prediction_drift"] == 0
     history = champion.tracking.client.get_metric_history(result["mlflow_run_id"], "drift.share")
     assert {m.step for m in history} == {mon.metric_step(DS)} == {(pd.Timestamp(DS) - pd.Timestamp(0)).days}
     experiment = champion.tracking.client.get_experiment_by_name(cfg.monitor.experiment)
@@ -295,6 +278,34 @@ def test_retrain_disabled_or_not_a_trigger(lake: Lake, champion: Champion) -> No
     assert "no retrain: alarm(s) drift not in monitor.retrain.triggers (quality)" in result["reasons"]
 
 
+def test_moved_outputs_are_reported_and_alarm_only_when_configured(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
+    write_window(lake, champion, cfg, requests_per_day=0)
+    # Same inputs, outputs pushed up (order kept, so roc_auc stays): what a broken model version could do.
+    for ds in WINDOW:
+        uri = lake.uri(paths.predictions(cfg.name, ds))
+        part = lake.read_parquet(uri)
+        lake.write_parquet(uri, part.assign(prediction=0.4 + 0.6 * part["prediction"]))
+    reported = run_monitor(lake, champion, cfg)
+    assert reported["outcome"] == "ok" and reported["alarms"] == [] and reported["retrain"] is False
+    assert reported["prediction_drift"]["drifted"] is True and reported["drift"]["drifted"] is False
+    assert any(r.endswith("(reported only: monitor.prediction_drift.alarm is false)") for r in reported["reasons"])
+    assert "Prediction drift (1 of 1 outputs drifted)" in lake.read_text(reported["report_uri"])
+
+    alarmed = with_monitor(
+        champion,
+        drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]},
+        prediction_drift={"alarm": True},
+        retrain={"triggers": ["drift", "quality", "prediction_drift"], "cooldown_days": 3},
+    )
+    result = run_monitor(lake, champion, alarmed)
+    assert result["outcome"] == "drift" and result["alarms"] == ["prediction_drift"] and result["retrain"] is True
+    assert result["retrain_reason"].startswith("monitor: prediction drift: the champion's prediction moved: prediction")
+    metrics = champion.tracking.client.get_run(result["mlflow_run_id"]).data.metrics
+    assert metrics["alarm.prediction_drift"] == 1 and metrics["prediction_drift.drifted"] == 1
+    assert metrics["prediction_drift.score"] > 0.1
+
+
 # Quality ----------------------------------------------------------------------------------------------------
 
 
@@ -317,38 +328,6 @@ def test_degraded_labels_are_a_quality_drop_that_triggers_a_retrain(lake: Lake, 
     assert quality["value"] == pytest.approx(quality["baseline"] - quality["drop"])
     assert result["retrain_reason"].startswith("monitor: quality drop: roc_auc ")
     assert result["drift"]["drifted"] is False
-
-
-def frame_of(labels: list[int], scores: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({mon.PREDICTION: np.asarray(scores, dtype="float64"), mon.LABEL: np.asarray(labels, "int8")})
-
-
-def test_assess_quality_in_both_metric_directions(champion: Champion) -> None:
-    rng = np.random.default_rng(0)
-    y = (rng.random(2000) < 0.3).astype(int)
-    good = np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.2, len(y)), 0.01, 0.99)
-    cfg = champion.cfg
-    baselines = {"roc_auc": 0.9, "log_loss": 0.3}
-    result = mon.assess_quality(frame_of(y.tolist(), good.tolist()), cfg, baselines, "3", ["2013-03-21"])
-    auc = tr.compute_metrics(y, good, 0.5)["roc_auc"]
-    assert result.value == pytest.approx(auc) and result.drop == pytest.approx(0.9 - auc)
-    assert result.degraded == (0.9 - auc > 0.05)
-
-    data = cfg.model_dump(mode="json")
-    data["train"]["metric"]["primary"] = "log_loss"
-    lower = PipelineConfig.model_validate(data)
-    loss = tr.compute_metrics(y, good, 0.5)["log_loss"]
-    worse = mon.assess_quality(frame_of(y.tolist(), good.tolist()), lower, {"log_loss": loss - 0.1}, "3", ["d"])
-    assert worse.drop == pytest.approx(0.1) and worse.degraded  # a higher loss is worse
-    better = mon.assess_quality(frame_of(y.tolist(), good.tolist()), lower, {"log_loss": loss + 0.1}, "3", ["d"])
-    assert better.drop == pytest.approx(-0.1) and not better.degraded
-
-    with pytest.raises(InsufficientData, match=r"quality\.min_rows is 500"):
-        mon.assess_quality(frame_of(y[:100].tolist(), good[:100].tolist()), cfg, baselines, "3", ["d"])
-    with pytest.raises(InsufficientData, match="no holdout roc_auc"):
-        mon.assess_quality(frame_of(y.tolist(), good.tolist()), cfg, {}, "3", ["d"])
-    with pytest.raises(InsufficientData, match="every label is 0"):
-        mon.assess_quality(frame_of([0] * 600, [0.2] * 600), cfg, baselines, "3", ["d"])
 
 
 # Insufficient data and no champion ------------------------------------------------------------------------
@@ -410,50 +389,7 @@ def test_no_champion_is_its_own_outcome(lake: Lake, champion: Champion) -> None:
 # Plain parts ------------------------------------------------------------------------------------------------
 
 
-def test_row_sample_is_uniform_bounded_and_deterministic() -> None:
-    def sample(seed: int) -> pd.DataFrame:
-        s = mon.RowSample(1000, seed)
-        for part in range(50):
-            s.add(pd.DataFrame({"v": np.arange(part * 400, (part + 1) * 400)}), f"part-{part}")
-            assert s._held <= 2 * 1000 + 400
-        assert s.seen == 20000
-        return s.frame(["v"])
-
-    first = sample(1)
-    assert len(first) == 1000 and first["v"].is_unique
-    assert sample(1)["v"].tolist() == first["v"].tolist()
-    assert sample(2)["v"].tolist() != first["v"].tolist()
-    # uniform over the parts: each tenth of the rows holds about a tenth of the sample
-    counts = np.bincount(first["v"].to_numpy() // 2000, minlength=10)
-    assert counts.min() > 60 and counts.max() < 140
-    assert mon.RowSample(10, 0).frame(["a", "b"]).columns.tolist() == ["a", "b"]
-
-
-def test_predictions_join_their_features_by_position_or_by_key() -> None:
-    keys = ["carrier", "flight", "time_hour"]
-    features = pd.DataFrame(
-        {"carrier": ["AA", "AA", "B6"], "flight": [1, 1, 2], "time_hour": [5, 5, 6], "temp": [1.0, 2.0, 3.0]}
-    )
-    predictions = features[keys].assign(prediction=[0.1, 0.2, 0.3])
-    notes: list[str] = []
-    by_position = mon._join_features(predictions, features, keys, notes, "d")
-    assert by_position["temp"].tolist() == [1.0, 2.0, 3.0]  # repeated keys still join row by row
-    shuffled = predictions.iloc[[2, 0]]
-    by_key = mon._join_features(shuffled, features, keys, notes, "d")
-    # the repeated key (AA, 1, 5) is ambiguous: left out rather than given the wrong features
-    assert by_key[["carrier", "temp", "prediction"]].values.tolist() == [["B6", 3.0, 0.3]]
-    assert mon._join_features(predictions, None, keys, notes, "d").empty and notes == []
-    assert mon._join_features(predictions, features.drop(columns="flight"), keys, notes, "d").empty
-    assert notes == ["d: cannot join predictions to features: no column(s) flight"]
-
-
-def test_cooldown_blocker_window() -> None:
-    previous = [("2013-03-10", "a"), ("2013-03-14", "b"), ("not a date", "c"), ("2013-03-20", "later")]
-    assert mon.cooldown_blocker("2013-03-17", previous, 3) == ("2013-03-14", "b")
-    assert mon.cooldown_blocker("2013-03-18", previous, 3) is None  # 4 days after the last retrain
-    assert mon.cooldown_blocker("2013-03-14", previous, 3) == ("2013-03-14", "b")  # another DAG run, same day
-    assert mon.cooldown_blocker("2013-03-17", previous, 0) is None
-    assert mon.window_days("2013-03-02", 3) == ["2013-02-28", "2013-03-01", "2013-03-02"]
+def test_metric_step_is_days_since_1970() -> None:
     assert mon.metric_step("1970-01-02") == 1
 
 
@@ -467,46 +403,3 @@ def test_reference_columns_are_a_sample_of_the_training_days(champion: Champion)
     offline = tr.positive_scores(champion.model, ref[champion.spec.columns])
     np.testing.assert_allclose(ref["prediction"].to_numpy(), offline)
     assert not math.isnan(float(ref["prediction"].mean()))
-
-
-def test_decide_outcome_precedence_and_retrain_rules() -> None:
-    from airflow_mlops.core.monitor.drift import ColumnDrift, DriftResult
-
-    cfg = make_config("decide")
-    drifted = DriftResult(
-        drifted=True,
-        share=0.5,
-        share_threshold=0.3,
-        columns={
-            "temp": ColumnDrift("wasserstein", 0.4, 0.1, True),
-            "hour": ColumnDrift("wasserstein", 0.0, 0.1, False),
-        },
-        rows_reference=1000,
-        rows_current=1000,
-    )
-    degraded = mon.QualityResult(
-        "roc_auc", 0.6, 0.7, 0.1, 0.05, True, 900, 300, "2", ["2013-03-21"], {"roc_auc": 0.6}, {"roc_auc": 0.7}
-    )
-    both = mon.decide(cfg, drifted, degraded, {}, blocker=None, train_active=False)
-    assert both.outcome == "quality_drop" and both.alarms == ["drift", "quality"] and both.retrain
-    assert both.retrain_reason.startswith("monitor: drift: 1 of 2 columns drifted (50%, share_threshold 30%)")
-    assert "; quality drop: roc_auc 0.600 on 900 matured rows" in both.retrain_reason
-
-    # An alarm outranks missing data for the other check; missing data alone is its own outcome.
-    partial = mon.decide(cfg, drifted, None, {"quality": "no labels"}, blocker=None, train_active=False)
-    assert partial.outcome == "drift" and "insufficient data for quality: no labels" in partial.reasons
-    missing = mon.decide(cfg, None, None, {"drift": "no rows"}, blocker=None, train_active=False)
-    assert missing.outcome == "insufficient_data" and not missing.retrain and missing.alarms == []
-
-    disabled = cfg.model_copy(
-        update={
-            "monitor": cfg.monitor.model_copy(
-                update={"retrain": cfg.monitor.retrain.model_copy(update={"enabled": False})}
-            )
-        }
-    )
-    off = mon.decide(disabled, drifted, None, {}, blocker=None, train_active=False)
-    assert off.outcome == "drift" and not off.retrain and "no retrain: monitor.retrain.enabled is false" in off.reasons
-    held = mon.decide(cfg, drifted, None, {}, blocker=("2013-03-20", "abc"), train_active=False)
-    assert not held.retrain and held.retrain_reason == ""
-    assert any("cool-down: the monitor run of 2013-03-20 (MLflow run abc)" in r for r in held.reasons)

@@ -13,28 +13,25 @@ from mlflow import MlflowClient
 
 from airflow_mlops.config import PipelineConfig, parse_pipeline
 from airflow_mlops.core.lake.storage import open_lake
-from airflow_mlops.core.monitor.monitor import reference_sample
+from airflow_mlops.core.monitor.current import reference_sample
 from airflow_mlops.core.registry.tracking import CHAMPION, RunTags, Tracking, UnsafeModelError
 from airflow_mlops.core.score import score_partition
 from airflow_mlops.core.train import training as tr
 from airflow_mlops.core.train.steps import evaluate_step, load, register_step, train_step
 from airflow_mlops.errors import PermanentError
-from tests.fixtures.training_data import FLIGHTS_YAML, day_range, synthetic_features, write_partitions
+from tests.fixtures.training_data import (
+    FLIGHTS_YAML,
+    day_range,
+    small_flights_data,
+    synthetic_features,
+    write_partitions,
+)
 
 END = "2013-03-20"
 
 
 def small_config(reference_rows: int = 20000, model: dict | None = None, name: str | None = None) -> PipelineConfig:
-    data = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
-    data["train"].update(
-        window_days=20,
-        validation_days=3,
-        holdout_days=4,
-        min_rows=100,
-        search=None,
-        registered_model_name=name or f"reference_{uuid.uuid4().hex[:8]}",
-        model=model or {**data["train"]["model"], "params": {"max_iter": 15}},
-    )
+    data = small_flights_data(name or f"reference_{uuid.uuid4().hex[:8]}", model)
     data["monitor"]["reference_rows"] = reference_rows
     return parse_pipeline(yaml.safe_dump(data), str(FLIGHTS_YAML))
 
@@ -166,7 +163,9 @@ def test_each_task_trains_evaluates_registers_scores_and_is_monitored(mlflow_ser
     from airflow_mlops.config.train import TASK_METRICS
     from airflow_mlops.core.deploy.steps import smoke_sample
     from airflow_mlops.core.lake import paths
-    from airflow_mlops.core.monitor.monitor import assess_quality, load_current
+    from airflow_mlops.core.monitor.current import load_current
+    from airflow_mlops.core.monitor.prediction import detect_prediction_drift
+    from airflow_mlops.core.monitor.quality import assess_quality
     from airflow_mlops.core.train import tasks
 
     data = yaml.safe_load(FLIGHTS_YAML.read_text(encoding="utf-8"))
@@ -228,3 +227,10 @@ def test_each_task_trains_evaluates_registers_scores_and_is_monitored(mlflow_ser
     assert list(quality.metrics) == list(TASK_METRICS[task])
     # The holdout days are among the scored ones: the monitored figure is close to the holdout one.
     assert abs(quality.value - quality.baseline) < 0.2
+    # The same model on rows like its training rows: its outputs match those on its reference sample.
+    reference = tracking.load_reference(trained["mlflow_run_id"])
+    assert reference is not None
+    outputs = detect_prediction_drift(reference, current.rows, task, registered["version"], min_rows=100)
+    wanted_outputs = ["proba.delayed", "proba.late", "proba.on_time", "prediction"]
+    assert list(outputs.drift.columns) == (wanted_outputs if task == "multiclass" else ["prediction"])
+    assert not outputs.drifted and outputs.drift.rows_current == len(current.rows), outputs.to_dict()
