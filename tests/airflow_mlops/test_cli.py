@@ -136,7 +136,7 @@ def test_validate_passes_the_shipped_pipelines() -> None:
     root = Path(__file__).resolve().parents[2]
     proc = validate_cli("include/pipelines", cwd=root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout == "OK: 1 pipeline file(s) valid (include/pipelines)\n"
+    assert proc.stdout == "OK: 2 pipeline file(s) valid (include/pipelines)\n"
 
 
 def test_validate_prints_each_problem_and_fails(tmp_path: Path) -> None:

@@ -61,7 +61,7 @@ def line(path: Path, text: str, after: str | None = None) -> int:
 
 def test_the_shipped_pipelines_are_valid() -> None:
     report = validate([settings.include_dir() / "pipelines"], gx=False)
-    assert report.problems == [] and [p.name for p in report.files] == ["flight_delays.yaml"]
+    assert report.problems == [] and [p.name for p in report.files] == ["flight_delays.yaml", "nyc_weather.yaml"]
 
 
 def position(suite: str, kind: str, column: str | None = None) -> int:

@@ -75,3 +75,14 @@ def test_every_trigger_form_submits_with_its_defaults(dagbag) -> None:
             checked += 1
         dag.params.validate()
     assert checked >= 9  # the demo pipeline alone: train 5 fields, deploy 2, score 1, monitor 1
+
+
+def test_second_pipeline_beside_the_first(dagbag) -> None:
+    """nyc_weather (a regression on replayed weather) has its five DAGs, its own source and its own Asset."""
+    for kind in ("ingest", "train", "deploy", "score", "monitor"):
+        assert f"nyc_weather__{kind}" in dagbag.dag_ids and f"flight_delays__{kind}" in dagbag.dag_ids
+    dag = dagbag.dags["nyc_weather__ingest"]
+    assert dag.get_task("validate_readings").upstream_task_ids == {"ingest_readings"}
+    features = dag.get_task("build_features")
+    assert features.upstream_task_ids == {"validate_readings"}
+    assert [o.name for o in features.outlets] == ["nyc_weather.features"]

