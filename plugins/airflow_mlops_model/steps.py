@@ -85,23 +85,29 @@ class DerivedFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
                 f"model input lacks column(s) {', '.join(missing)}, needed to compute {', '.join(wanted)} "
                 "(send them, or the derived columns themselves)"
             )
-        frame = pd.DataFrame(index=X.index)
+        columns = _Columns(X.index)  # a dict, not a growing DataFrame: a one-row request costs far less
         for column in needed:
             if column in declared:
-                frame[column] = typed(X[column], declared[column], column)
-        out = X.copy()
-        for name in self.derived_columns:
+                columns[column] = typed(X[column], declared[column], column)
+        computed: dict[str, Any] = {}
+        for name, tree in self.derived:
             if name in X.columns:
-                frame[name] = X[name]  # later features may read it
-                continue
-            values = evaluate(self.derived[self.derived_columns.index(name)][1], frame)
-            frame[name] = values
-            out[name] = values
-        return out
+                columns[name] = X[name]  # later features may read it
+            else:
+                columns[name] = computed[name] = evaluate(tree, columns)
+        return pd.concat([X, pd.DataFrame(computed, index=X.index)], axis=1)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         names = list(input_features) if input_features is not None else self.input_columns
         return np.asarray([*names, *[n for n in self.derived_columns if n not in names]], dtype=object)
+
+
+class _Columns(dict[str, Any]):
+    """Columns by name and the rows' index: all the expression evaluator reads of a frame."""
+
+    def __init__(self, index: pd.Index) -> None:
+        super().__init__()
+        self.index = index
 
 
 def typed(values: pd.Series, declared: str, column: str) -> pd.Series:
