@@ -132,11 +132,6 @@ def test_whole_loop_beside_flight_delays(airflow_db, weather_env) -> None:
     assert mrun.data.metrics["quality.rmse"] > 0
 
 
-@pytest.mark.xfail(
-    reason="the model server serves binary models only until branch serving-tasks lands (regression champions "
-    "are refused at load); remove this marker then",
-    strict=False,
-)
 def test_deploy_serves_the_regression_beside_flight_delays(airflow_db, weather_env, lake_root, model_server_factory):
     from airflow_mlops.core.registry.tracking import CHAMPION, Tracking
 
