@@ -176,8 +176,11 @@ def run_checks(
                 current.rows,
                 numeric,
                 categorical,
-                methods={c: m for c, m in mon.drift.methods.items() if c in checked},
-                thresholds={c: t for c, t in mon.drift.thresholds.items() if c in checked},
+                # Each column's test: the column's own, else the one of its kind from the config.
+                methods={c: mon.drift.methods.get(c, mon.drift.numeric_method) for c in numeric}
+                | {c: mon.drift.methods.get(c, mon.drift.categorical_method) for c in categorical},
+                thresholds={c: mon.drift.thresholds.get(c, mon.drift.numeric_threshold) for c in numeric}
+                | {c: mon.drift.thresholds.get(c, mon.drift.categorical_threshold) for c in categorical},
                 critical=out.critical,
                 share_threshold=mon.drift.share_threshold,
                 sample_rows=mon.drift.sample_rows,

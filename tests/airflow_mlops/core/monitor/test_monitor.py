@@ -220,6 +220,16 @@ def test_a_0_3_sd_shift_of_a_numeric_feature_triggers_a_retrain(lake: Lake, cham
     assert champion.tracking.client.get_run(result["mlflow_run_id"]).data.tags[mon.TAG_RETRAIN] == "true"
 
 
+def test_the_numeric_threshold_of_the_config_applies_to_every_numeric_column(lake: Lake, champion: Champion) -> None:
+    # The same 0.3 SD shift as above, judged at half a standard deviation: no column has its own threshold.
+    drift = {**champion.cfg.monitor.drift.model_dump(mode="json"), "numeric_threshold": 0.5, "thresholds": {}}
+    cfg = with_monitor(champion, drift=drift)
+    write_window(lake, champion, cfg, temp_sds=0.3)
+    result = run_monitor(lake, champion, cfg)
+    assert result["drift"]["columns"]["temp"]["threshold"] == 0.5
+    assert result["drift"]["columns"]["temp"]["drifted"] is False and result["retrain"] is False
+
+
 def test_a_changed_category_mix_triggers_a_retrain(lake: Lake, champion: Champion) -> None:
     cfg = with_monitor(champion)
     write_window(lake, champion, cfg, b6_share=0.4)
