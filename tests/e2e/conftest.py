@@ -13,6 +13,8 @@ from airflow_mlops.stack.control import down
 from airflow_mlops.stack.settings import StackConfig, clean_environ
 
 PIPELINE = "flight_delays"
+OTHER = "nyc_weather"
+"""The second shipped pipeline: its DAGs and server route stand beside the first's, with no model of its own here."""
 START, HISTORY_END, END = date(2013, 1, 1), date(2013, 2, 14), date(2013, 2, 16)
 USERS = "alice:user,nobody:"
 """Besides admin: alice triggers (and so cannot approve what she forced), nobody may sign in and read nothing."""

@@ -24,6 +24,7 @@ from tests.fixtures.s3 import FAKE_CREDENTIALS
 from tests.fixtures.stall_proxy import StallingProxy
 
 PIPELINE = "flight_delays"
+OTHER = "nyc_weather"  # the second shipped pipeline, served beside it with no model yet
 DAG = {kind: f"{PIPELINE}__{kind}" for kind in ("ingest", "train", "deploy", "score", "monitor")}
 START, HISTORY_END, END = date(2013, 1, 1), date(2013, 2, 14), date(2013, 2, 16)
 HEARTBEAT_TIMEOUT = 60
@@ -209,7 +210,7 @@ def test_main_job_closes_the_loop_on_postgres_celery_and_s3(dstack: Distributed)
     aliases = dict(dstack.registry_rows(f"SELECT alias, version FROM registered_model_aliases WHERE name = '{name}'"))
     assert aliases["champion"] == 2 and aliases["previous"] == 1, aliases
     status, served = http_json(f"{cfg.model_server_url}/health")
-    assert status == 200 and served["models"] == {PIPELINE: "2"}, served
+    assert status == 200 and served["models"] == {PIPELINE: "2", OTHER: None}, served
 
     # The lake and MLflow's artifacts are in the bucket, nowhere on a local disk.
     def dates(prefix: str) -> set[str]:

@@ -14,7 +14,7 @@ from airflow_mlops.stack.control import down, up
 from airflow_mlops.stack.health import http_json
 from airflow_mlops.stack.runs import day_range
 from airflow_mlops.stack.settings import StackConfig
-from tests.e2e.conftest import HISTORY_END, PIPELINE, START
+from tests.e2e.conftest import HISTORY_END, OTHER, PIPELINE, START
 
 DAG_ID = f"{PIPELINE}__ingest"
 END = date(2013, 1, 3)
@@ -37,7 +37,7 @@ def test_stack_runs_ingest_backfill_through_the_scheduler(stack: StackConfig) ->
     assert all(rows[name].pid for name in COMPONENTS), rows
     leaders = {rows[name].pid for name in COMPONENTS}
     status, health = http_json(f"{stack.model_server_url}/health")
-    assert status == 200 and health["models"] == {PIPELINE: None}  # up, and no champion yet
+    assert status == 200 and health["models"] == {PIPELINE: None, OTHER: None}  # up, no champion yet
 
     # `up` again starts nothing new.
     up(stack)
@@ -94,7 +94,7 @@ def test_main_job_closes_the_loop_through_the_scheduler(stack: StackConfig, main
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     assert client.get_model_version_by_alias(name, "previous").version == "1"
     status, served = http_json(f"{stack.model_server_url}/health")
-    assert status == 200 and served["models"] == {PIPELINE: "2"}, served
+    assert status == 200 and served["models"] == {PIPELINE: "2", OTHER: None}, served
 
     experiment = client.get_experiment_by_name(f"{PIPELINE}-monitoring")
     monitored = {
