@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,8 +77,8 @@ def detect_drift(
     numeric: list[str],
     categorical: list[str],
     *,
-    methods: dict[str, str] | None = None,
-    thresholds: dict[str, float] | None = None,
+    methods: Mapping[str, str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
     critical: list[str] | None = None,
     share_threshold: float = 0.3,
     sample_rows: int = 20000,
