@@ -484,7 +484,7 @@ def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> Non
         gain = sign * float(np.nanmean(weekly["daily"]) - np.nanmean(weekly["never"]))
         kept = []
         for r in runs:
-            own = sign * float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["never"]))
+            own = sign * float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["never"])) + 0.0  # no "-0.00"
             kept.append(own / gain if gain > 0 else math.nan)
         line("share of daily gain", kept, ".2f")
         n_daily = every_day.retrains[days[-1].ds]
