@@ -1,11 +1,13 @@
-"""Benchmark: the value of the monitor-triggered retrain loop on months of real flights, against never and daily.
+"""Benchmark: the value of the monitor-triggered retrain loop on months of replayed data, against never and daily.
 
-Run from the repo root: `.venv/bin/python benchmarks/bench_value.py [--start 2013-01-01] [--end 2013-06-30]
-[--warmup-days 45] [--cache DIR] [--search] [--every 7] [--variant LABEL:KEY=VALUE,...] [--verbose]`.
+Run from the repo root: `.venv/bin/python benchmarks/bench_value.py [--pipeline flight_delays] [--start 2013-01-01]
+[--end 2013-06-30] [--warmup-days 45] [--cache DIR] [--search] [--every 7] [--variant LABEL:KEY=VALUE,...]
+[--verbose]`.
 
-The shipped flight_delays config's days are landed with the demo feeder and ingested (GX validation included)
-into a local lake (a temp folder, or --cache to keep it for reruns). One model is trained on the warm-up days;
-then every later day is replayed in one process, no Airflow, no MLflow, by each strategy:
+The days of a shipped pipeline (--pipeline: flight_delays, or nyc_weather, any train.task) are landed with the
+demo feeder and ingested (GX validation included) into a local lake (a temp folder, or --cache to keep it for
+reruns). One model is trained on the warm-up days; then every later day is replayed in one process, no Airflow,
+no MLflow, by each strategy:
   never   the first model scores every day;
   daily   each day a new model, trained on the window ending the day before, scores the day;
   monitor each day the champion scores the day (written to predictions/ as the score DAG does), then the
@@ -15,11 +17,12 @@ then every later day is replayed in one process, no Airflow, no MLflow, by each 
           pass against the champion, serves from the next day. Cool-down days cannot retrain whatever the checks
           say, so they are not checked (--check-cooldown-days to check them too: same models, fuller log).
 Models are trained with training.fit on cfg.train (no search unless --search); windows never reach before
---start. Quality in production: the primary metric (train.metric.primary) of each day's labelled flights as
-scored by the model in production that day, pooled per ISO week. Extra columns (--every, --variant) are
-labelled as such. With --cache, finished strategies are kept under DIR/bench_value_runs and reused by an
-identical rerun (delete that folder after changing core code). Figures only, no asserts; the thresholds are
-the config's unless a --variant says otherwise.
+--start; each is checked against train.task (check_model) and scores as the score DAG does (model_scores /
+predict_frame of core.train.tasks). Quality in production: the primary metric (train.metric.primary, compared in
+its better direction) of each day's labelled rows as scored by the model in production that day, pooled per ISO
+week. Extra columns (--every, --variant) are labelled as such. With --cache, finished strategies are kept under
+DIR/bench_value_runs and reused by an identical rerun (delete that folder after changing core code). Figures only,
+no asserts; the thresholds are the config's unless a --variant says otherwise.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Day:
     labelled: np.ndarray
     """Mask of the rows whose label is known (cancelled flights never get one)."""
     y: np.ndarray
+    """The known labels as the task trains on them (core.train.tasks.label_values)."""
 
 
 def build_lake(lake: Lake, cfg: PipelineConfig, days: Sequence[str]) -> tuple[list[str], list[str], float]:
@@ -90,14 +94,16 @@ def build_lake(lake: Lake, cfg: PipelineConfig, days: Sequence[str]) -> tuple[li
 
 def load_day(lake: Lake, cfg: PipelineConfig, ds: str) -> Day | None:
     from airflow_mlops.core.lake import paths
+    from airflow_mlops.core.train.tasks import label_values
 
     uri = lake.uri(paths.features(cfg.name, ds))
     if not lake.exists(uri):
         return None
     features = lake.read_parquet(uri)
-    label = features[cfg.features.label.name]
+    name = cfg.features.label.name
+    label = features[name]
     labelled = label.notna().to_numpy()
-    return Day(ds, features, labelled, label[labelled].astype("boolean").astype("int8").to_numpy())
+    return Day(ds, features, labelled, label_values(label[labelled], cfg.train.task, name, uri).to_numpy())
 
 
 # Models ------------------------------------------------------------------------------------------------------
@@ -141,10 +147,12 @@ class Trainer:
         from airflow_mlops.core.monitor.current import reference_sample
         from airflow_mlops.core.train import evaluation as evals
         from airflow_mlops.core.train import training as tr
+        from airflow_mlops.core.train.tasks import check_model
 
         started = time.perf_counter()
         split, spec = self.window(end_ds)
         fit = tr.fit(split, self.train_cfg, spec)
+        check_model(fit.model, self.train_cfg.task)  # what the score DAG checks before scoring with it
         baselines: dict[str, float] = {}
         ref = None
         if monitored:  # never/daily/every-N models are not monitored: their holdout figures are not needed
@@ -166,12 +174,26 @@ class Trainer:
         return evals.decide(ch, cp, self.train_cfg.gates)
 
 
-def score(cfg: PipelineConfig, model: Model, day: Day) -> np.ndarray:
+def score(cfg: PipelineConfig, model: Model, day: Day) -> tuple[np.ndarray, list[Any]]:
+    """What the task's metrics take (model_scores: P(1), class probabilities or values) and the model's classes."""
     from airflow_mlops.core.train import training as tr
+    from airflow_mlops.core.train.tasks import model_classes, model_scores
 
     spec = tr.feature_spec(cfg, day.features)
     with tr.thread_limit(cfg.train.model.threads):
-        return tr.positive_scores(model.model, day.features[spec.columns])
+        return model_scores(model.model, day.features[spec.columns], cfg.train.task), model_classes(model.model)
+
+
+def predict(cfg: PipelineConfig, model: Model, day: Day) -> tuple[pd.DataFrame, np.ndarray, list[Any]]:
+    """The score DAG's prediction columns for the day (predict_frame), and `score`'s figures read back from them."""
+    from airflow_mlops.core.train import training as tr
+    from airflow_mlops.core.train.tasks import frame_scores, model_classes, predict_frame
+
+    spec = tr.feature_spec(cfg, day.features)
+    with tr.thread_limit(cfg.train.model.threads):
+        predicted = predict_frame(model.model, day.features[spec.columns], cfg.train.task)
+    scores, _ = frame_scores(predicted, cfg.train.task)
+    return predicted, scores, model_classes(model.model)
 
 
 # Strategies --------------------------------------------------------------------------------------------------
@@ -183,6 +205,9 @@ class Run:
 
     label: str
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    classes: dict[str, list[Any]] = field(default_factory=dict)
+    """multiclass: the classes of each day's score columns (models of different windows may know different ones);
+    read for multiclass only, so runs cached before this field existed still load for the other tasks."""
     retrains: dict[str, int] = field(default_factory=dict)
     """Models trained after the first one, counted up to and including each day (a retrain on a day
     serves from the next day)."""
@@ -204,7 +229,7 @@ def run_fixed(label: str, every: int, trainer: Trainer, first: Model, days: Sequ
             fit_s += model.seconds
             count += 1
         started = time.perf_counter()
-        run.scores[day.ds] = score(trainer.cfg, model, day)
+        run.scores[day.ds], run.classes[day.ds] = score(trainer.cfg, model, day)
         score_s += time.perf_counter() - started
         run.retrains[day.ds] = count
     run.promoted = count
@@ -281,13 +306,14 @@ def run_monitor(
     checked_days = 0
     for day in days:
         started = time.perf_counter()
-        scores = score(cfg, champion, day)
+        predicted, scores, classes = predict(cfg, champion, day)
         out = day.features[["ds", *cfg.features.key, cfg.features.timestamp]].copy()
-        out["prediction"] = scores
+        for col in predicted.columns:  # prediction, and the class probabilities of a multiclass model
+            out[col] = predicted[col].to_numpy()
         out["model_name"] = name
         out["model_version"] = champion.version
         lake.write_parquet(lake.uri(paths.predictions(cfg.name, day.ds)), out)
-        run.scores[day.ds] = scores
+        run.scores[day.ds], run.classes[day.ds] = scores, classes
         seconds["score"] += time.perf_counter() - started
 
         run.retrains[day.ds] = count
@@ -381,22 +407,42 @@ def with_monitor(cfg: PipelineConfig, assignments: str) -> PipelineConfig:
 # Report ------------------------------------------------------------------------------------------------------
 
 
-def metric_of(cfg: PipelineConfig, y: np.ndarray, s: np.ndarray) -> float:
-    from airflow_mlops.core.train.training import compute_metrics
+def metric_of(cfg: PipelineConfig, y: np.ndarray, s: np.ndarray, classes: Sequence[Any] = ()) -> float:
+    from airflow_mlops.core.train.tasks import compute_metrics
 
     if len(y) == 0:
         return math.nan
-    return compute_metrics(y, s, cfg.train.metric.threshold)[cfg.train.metric.primary]
+    train = cfg.train
+    return compute_metrics(y, s, train.metric.threshold, train.task, classes)[train.metric.primary]
+
+
+def day_metric(cfg: PipelineConfig, run: Run, day: Day) -> float:
+    classes = run.classes[day.ds] if cfg.train.task == "multiclass" else ()
+    return metric_of(cfg, day.y, run.scores[day.ds][day.labelled], classes)
 
 
 def pooled(cfg: PipelineConfig, run: Run, days: Sequence[Day]) -> float:
-    ys = [d.y for d in days]
-    ss = [run.scores[d.ds][d.labelled] for d in days]
-    return metric_of(cfg, np.concatenate(ys), np.concatenate(ss)) if ys else math.nan
+    if not days:
+        return math.nan
+    ys = np.concatenate([d.y for d in days])
+    if cfg.train.task != "multiclass":
+        return metric_of(cfg, ys, np.concatenate([run.scores[d.ds][d.labelled] for d in days]))
+    # Each day's probability columns onto the classes of all the days' models (0 for a class a model lacks).
+    classes = list(dict.fromkeys(str(c) for d in days for c in run.classes[d.ds]))
+    blocks = []
+    for d in days:
+        rows = run.scores[d.ds][d.labelled]
+        block = np.zeros((len(rows), len(classes)))
+        block[:, [classes.index(str(c)) for c in run.classes[d.ds]]] = rows
+        blocks.append(block)
+    return metric_of(cfg, ys, np.concatenate(blocks), classes)
 
 
 def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> None:
+    from airflow_mlops.config.train import LOWER_IS_BETTER
+
     metric = cfg.train.metric.primary
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # gains and wins in the metric's better direction
     weeks: dict[str, list[Day]] = {}
     for day in days:
         iso = date.fromisoformat(day.ds).isocalendar()
@@ -404,7 +450,10 @@ def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> Non
     width = max(12, *(len(r.label) for r in runs))
     head = f"{'week':<9} {'days':>4} {'rows':>6}  " + " ".join(f"{r.label:>{width}}" for r in runs)
     head += "  | retrains so far: " + " ".join(f"{r.label:>{width}}" for r in runs)
-    print(f"\n{metric} of each day's labelled flights scored by the model in production that day, pooled per ISO week")
+    print(
+        f"\n{metric}{' (lower is better)' if sign < 0 else ''} of each day's labelled {cfg.features.base} "
+        "scored by the model in production that day, pooled per ISO week"
+    )
     print(head)
     print("-" * len(head))
     weekly: dict[str, list[float]] = {r.label: [] for r in runs}
@@ -424,7 +473,7 @@ def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> Non
 
     print(f"{'totals':<22} " + " ".join(f"{r.label:>{width}}" for r in runs))
     line(f"mean weekly {metric}", [float(np.nanmean(weekly[r.label])) for r in runs])
-    daily = {r.label: [metric_of(cfg, d.y, r.scores[d.ds][d.labelled]) for d in days] for r in runs}
+    daily = {r.label: [day_metric(cfg, r, d) for d in days] for r in runs}
     line(f"mean daily {metric}", [float(np.nanmean(daily[r.label])) for r in runs])
     line(f"pooled {metric}", [pooled(cfg, r, days) for r in runs])
     line("retrains", [float(r.retrains[days[-1].ds]) for r in runs], ".0f")
@@ -432,17 +481,17 @@ def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> Non
     by_label = {r.label: r for r in runs}
     never, every_day = by_label.get("never"), by_label.get("daily")
     if never and every_day:
-        gain = float(np.nanmean(weekly["daily"]) - np.nanmean(weekly["never"]))
+        gain = sign * float(np.nanmean(weekly["daily"]) - np.nanmean(weekly["never"]))
         kept = []
         for r in runs:
-            own = float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["never"]))
+            own = sign * float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["never"])) + 0.0  # no "-0.00"
             kept.append(own / gain if gain > 0 else math.nan)
         line("share of daily gain", kept, ".2f")
         n_daily = every_day.retrains[days[-1].ds]
         line("retrains / daily's", [r.retrains[days[-1].ds] / n_daily if n_daily else math.nan for r in runs], ".2f")
         wins = []
         for r in runs:
-            diffs = np.array(weekly[r.label]) - np.array(weekly["never"])
+            diffs = sign * (np.array(weekly[r.label]) - np.array(weekly["never"]))
             wins.append(float(np.sum(diffs > 0)))
         line("weeks better than never", wins, ".0f")
 
