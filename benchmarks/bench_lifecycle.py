@@ -54,7 +54,15 @@ def main() -> None:
             tracking = Tracking(server.uri)
             lake = open_lake(str(Path(tmp) / "lake"))
             start = time.perf_counter()
-            history = write_history(tracking, lake, cfg, versions=args.versions, monitor_days=args.days, every=30)
+            history = write_history(  # the second half of the year with prediction drift, as after an upgrade
+                tracking,
+                lake,
+                cfg,
+                versions=args.versions,
+                monitor_days=args.days,
+                every=30,
+                prediction_from=args.days // 2,
+            )
             print(
                 f"history: {len(history.versions)} versions, {len(history.monitor_days)} monitor runs, "
                 f"{len(cfg.partitioned_sources)} sources x {args.days} validation reports "
@@ -71,7 +79,7 @@ def main() -> None:
                 args.repeat,
             )
             print(f"read registry, runs and lake (cold): median {cold * 1000:.0f} ms, max {cold_max * 1000:.0f} ms")
-            print(f"render page (HTML + 3 SVG charts):   median {render * 1000:.0f} ms, max {render_max * 1000:.0f} ms")
+            print(f"render page (HTML + 4 SVG charts):   median {render * 1000:.0f} ms, max {render_max * 1000:.0f} ms")
             print(f"cached request (hit + render):       median {hit * 1000:.0f} ms, max {hit_max * 1000:.0f} ms")
             print(f"page size: {len(str(page)) / 1024:.0f} KiB")
         finally:

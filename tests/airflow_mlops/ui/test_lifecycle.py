@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import uuid
@@ -42,6 +43,19 @@ def pipeline(
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def regression(pipeline, mlflow_server: str) -> tuple[str, History]:
+    """The regression pipeline (nyc_weather, rmse) beside it, its monitor runs with prediction drift from day 3."""
+    name = f"lr_{uuid.uuid4().hex[:8]}"
+    path = Path(os.environ["MLOPS_PIPELINES_DIR"]) / f"{name}.yaml"
+    text = (ROOT / "include" / "pipelines" / "nyc_weather.yaml").read_text()
+    path.write_text(re.sub(r"(?m)^name: nyc_weather$", f"name: {name}", text))
+    cfg = load_pipeline(path)
+    lake = open_lake(os.environ["MLOPS_LAKE_ROOT"])
+    history = write_history(Tracking(mlflow_server), lake, cfg, versions=3, monitor_days=9, prediction_from=3)
+    return name, history
+
+
 def get(api, path: str, role: str | None = "admin", **kwargs):
     client, tokens = api
     client.cookies.clear()
@@ -68,6 +82,7 @@ def test_pipeline_page_shows_versions_timeline_plots_and_links(airflow_api, pipe
         assert f"<b>v{version}</b>" in page
     assert "Champion timeline" in page and "v2 became champion" in page and "v3 rolled back" in page
     assert page.count("<svg") == 3 and "<script" not in page
+    assert "No prediction drift recorded" in page  # its monitor runs predate prediction drift
     assert f'href="/dags/{name}__train/runs/' in page  # DAG runs
     assert "/tasks/train" in page and "/tasks/monitor" in page  # task logs
     assert f'href="{mlflow_server}/#/experiments/' in page  # MLflow runs
@@ -79,6 +94,21 @@ def test_pipeline_page_shows_versions_timeline_plots_and_links(airflow_api, pipe
     # the report the page links to is served to the same user
     client, tokens = airflow_api
     assert client.get(report, headers={"Authorization": f"Bearer {tokens['admin']}"}).status_code == 200
+
+
+def test_a_regression_page_plots_prediction_drift_and_rmse_the_right_way_up(airflow_api, regression) -> None:
+    name, history = regression
+    page = get(airflow_api, name).text
+    assert page.count("<svg") == 4 and "No prediction drift recorded" not in page
+    chart = page[page.index("Prediction drift score of the champion") :]
+    chart = chart[: chart.index("</svg>")]
+    # one line per stretch of days with a score: the first days predate prediction drift and have none
+    assert chart.count("<polyline") == 1
+    assert re.findall(r"<title>prediction drifted (\S+)</title>", chart) == history.prediction_drifted != []
+    assert "rmse on matured labels vs the champion&#x27;s holdout figure (lower is better)" in page
+    assert f">v{history.champion}</a> since" in page and "rmse 0.70" in page  # the champion's holdout rmse
+    row = page[page.index(f"<td>{history.monitor_days[-1]}</td>") :]
+    assert f"{history.prediction_scores[history.monitor_days[-1]]:.4f}" in row[: row.index("</tr>")]
 
 
 def test_a_dag_tab_leads_to_its_pipeline(airflow_api, pipeline) -> None:

@@ -101,6 +101,10 @@ class MonitorPoint:
     report: str
     """Lake path of the run's HTML report."""
     run: RunRef
+    prediction_drift: float | None = None
+    """Drift score of the champion's output on the window against its reference (None: not measured, or the
+    run predates it)."""
+    prediction_drifted: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,7 @@ def _monitor_point(run: Any, cfg: PipelineConfig) -> MonitorPoint | None:
     if ds is None:
         return None
     prefix = "drift.score."
+    drifted = _float(metrics.get("prediction_drift.drifted"))
     return MonitorPoint(
         ds=ds,
         outcome=_tag(tags, "outcome") or "unknown",
@@ -281,6 +286,8 @@ def _monitor_point(run: Any, cfg: PipelineConfig) -> MonitorPoint | None:
         baseline=_float(metrics.get("quality.baseline")),
         report=paths.monitor_report(cfg.name, ds),
         run=_run_ref(run),
+        prediction_drift=_float(metrics.get("prediction_drift.score")),
+        prediction_drifted=None if drifted is None else drifted > 0,
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from airflow_mlops.config.train import LOWER_IS_BETTER
 from airflow_mlops.core.lifecycle import svg
 from airflow_mlops.core.lifecycle.data import MonitorPoint, PipelineData, RunRef, Version
 from airflow_mlops.core.report import CSS as REPORT_CSS
@@ -321,15 +322,34 @@ def _charts(points: Sequence[MonitorPoint], primary: str) -> str:
         [svg.Series(c, [(p.ds, p.column_scores.get(c)) for p in points]) for c in top],
         svg.Marks(retrains=marks.retrains),
     )
+    better = "lower" if primary in LOWER_IS_BETTER else "higher"
     quality = svg.line_chart(
-        f"{primary} on matured labels vs the champion's holdout figure",
+        f"{primary} on matured labels vs the champion's holdout figure ({better} is better)",
         [
             svg.Series(f"{primary} (production)", [(p.ds, p.quality) for p in points]),
             svg.Series("champion holdout", [(p.ds, p.baseline) for p in points], dashed=True, color="#7f7f7f"),
         ],
         marks,
     )
-    return share + columns + quality
+    return share + _prediction_chart(points, marks) + columns + quality
+
+
+def _prediction_chart(points: Sequence[MonitorPoint], marks: svg.Marks) -> str:
+    """The champion's output drift score per day, drifted days as dots; a note when no run measured it."""
+    if all(p.prediction_drift is None for p in points):
+        return (
+            "<p>No prediction drift recorded: the monitor runs predate it, or monitor.prediction_drift.enabled "
+            "is false.</p>"
+        )
+    return svg.line_chart(
+        "Prediction drift score of the champion's output (dots: drifted)",
+        [svg.Series("prediction drift", [(p.ds, p.prediction_drift) for p in points])],
+        svg.Marks(
+            alarms=[p.ds for p in points if p.prediction_drifted],
+            retrains=marks.retrains,
+            alarm_label="prediction drifted",
+        ),
+    )
 
 
 def _monitoring(data: PipelineData, urls: Urls) -> str:
@@ -342,6 +362,7 @@ def _monitoring(data: PipelineData, urls: Urls) -> str:
                 _state(p.outcome) + (" retrain triggered" if p.retrain else ""),
                 _e(f"v{p.champion_version}" if p.champion_version else "none"),
                 f'<span class="num">{_num(p.drift_share)}</span>',
+                f'<span class="num">{_num(p.prediction_drift)}</span>' + (" drifted" if p.prediction_drifted else ""),
                 f'<span class="num">{_num(p.quality)} / {_num(p.baseline)}</span>',
                 link("report", urls.lake(p.report))
                 + " · "
@@ -353,7 +374,18 @@ def _monitoring(data: PipelineData, urls: Urls) -> str:
             ]
         )
     table = (
-        _table(("Date", "Outcome", "Champion", "Drift share", f"{data.primary_metric} / holdout", "Links"), rows)
+        _table(
+            (
+                "Date",
+                "Outcome",
+                "Champion",
+                "Drift share",
+                "Prediction drift",
+                f"{data.primary_metric} / holdout",
+                "Links",
+            ),
+            rows,
+        )
         if rows
         else ""
     )

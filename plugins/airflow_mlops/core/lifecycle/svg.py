@@ -28,6 +28,8 @@ class Marks:
 
     alarms: Sequence[str] = field(default=())
     retrains: Sequence[str] = field(default=())
+    alarm_label: str = "alarm"
+    """What a red dot means, shown on hover (e.g. prediction drift that is reported only, not an alarm)."""
 
 
 def _e(value: object) -> str:
@@ -102,7 +104,8 @@ def line_chart(
             v = on_line.get(ds)
             cy = y(v) if v is not None else TOP
             parts.append(
-                f'<circle cx="{x(ds):.1f}" cy="{cy:.1f}" r="4" class="alarm"><title>alarm {_e(ds)}</title></circle>'
+                f'<circle cx="{x(ds):.1f}" cy="{cy:.1f}" r="4" class="alarm">'
+                f"<title>{_e(marks.alarm_label)} {_e(ds)}</title></circle>"
             )
     parts.append("</svg>")
     return "".join(parts)

@@ -93,3 +93,31 @@ def test_cache_reuses_a_value_until_it_expires() -> None:
     assert cache.get("a", compute) == 2
     cache.clear()
     assert cache.get("a", compute) == 3
+
+
+def test_prediction_drift_and_a_regression_metric_are_read_where_the_monitor_logged_them(
+    mlflow_server: str,
+) -> None:
+    """nyc_weather (regression, rmse): runs before prediction drift existed read as None, the later ones
+    with their score and verdict; the champion's holdout and the quality figures are rmse."""
+    cfg = pipeline_by_name("nyc_weather")
+    assert cfg.train.task == "regression" and cfg.train.metric.primary == "rmse"
+    cfg = cfg.model_copy(
+        update={
+            "name": f"nw_{uuid.uuid4().hex[:8]}",
+            "train": cfg.train.model_copy(update={"registered_model_name": None}),
+        }
+    )
+    tracking = Tracking(mlflow_server)
+    written = write_history(tracking, None, cfg, versions=3, monitor_days=9, prediction_from=3)
+    data = read_pipeline(tracking, None, cfg)
+    assert data.errors == () and data.primary_metric == "rmse"
+    champion = data.version(data.champion)
+    assert champion is not None and champion.metric == pytest.approx(0.70 + int(champion.version) / 1000)
+
+    scores = {p.ds: p.prediction_drift for p in data.monitoring}
+    assert [ds for ds, s in scores.items() if s is None] == written.monitor_days[:3]
+    assert {ds: s for ds, s in scores.items() if s is not None} == pytest.approx(written.prediction_scores)
+    assert [p.ds for p in data.monitoring if p.prediction_drifted] == written.prediction_drifted != []
+    assert [p.prediction_drifted for p in data.monitoring[:3]] == [None, None, None]
+    assert data.monitoring[0].quality == pytest.approx(0.68) and data.monitoring[0].baseline == pytest.approx(0.71)
