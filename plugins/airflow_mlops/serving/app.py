@@ -30,7 +30,7 @@ from airflow_mlops.serving.config import ServerSettings
 from airflow_mlops.serving.inference_log import InferenceLog
 from airflow_mlops.serving.metrics import Metrics
 from airflow_mlops.serving.models import ModelStore, ServedModel, now
-from airflow_mlops.serving.rows import RequestError, check_rows, parse_rows, request_form
+from airflow_mlops.serving.rows import RequestError, Rows, check_rows, parse_rows
 
 log = logging.getLogger("airflow_mlops.serving")
 
@@ -217,7 +217,7 @@ class ModelServer:
                 return b"".join(chunks)
 
     def _predict(
-        self, pipeline: str, body: bytes, request_id: str, parse: Callable[..., Any] = parse_rows
+        self, pipeline: str, body: bytes, request_id: str, parse: Callable[..., Rows] = parse_rows
     ) -> dict[str, Any]:
         """The answer to the rows `parse` reads from `body` (/predict's or MLflow's formats)."""
         state = self.store.states.get(pipeline)
@@ -229,13 +229,14 @@ class ModelServer:
         if served is None:
             raise RequestError(503, f"pipeline {pipeline!r} has no model loaded: {state.error or 'not checked yet'}")
         at = datetime.now(UTC)
-        rows, exact = parse(body, served, self.conf.max_rows)
-        if served.base is not None and request_form(rows, served) is served.base:
+        parsed = parse(body, served, self.conf.max_rows)
+        rows = parsed.rows
+        if served.base is not None and parsed.form is served.base:  # checked row by row: always exact
             try:  # rows of base columns: the model's own step adds the derived features
                 served.base.complete(rows)
             except (ValueError, TypeError) as exc:
                 raise RequestError(422, f"cannot compute the derived features: {str(exc)[:300]}") from exc
-        scores = self._score(served, rows, exact)
+        scores = self._score(served, rows, None if parsed.exact else parsed.field)
         if served.task == "binary":
             predictions = [None if math.isnan(s) else s for s in scores.tolist()]
         else:
@@ -250,11 +251,11 @@ class ModelServer:
             "request_id": request_id,
         }
 
-    def _score(self, served: ServedModel, rows: list[dict[str, Any]], exact: bool) -> np.ndarray:
+    def _score(self, served: ServedModel, rows: list[dict[str, Any]], unchecked: str | None) -> np.ndarray:
         """What `tasks.model_scores` gives: through the fast path when the model has one, else the pipeline.
 
-        Rows not `exact`ly checked yet are checked before the pipeline sees them (the fast path refuses the
-        integers those checks are about)."""
+        Rows whose integers are not range-checked yet (`unchecked`: the request field holding them, which
+        errors name) are checked before the pipeline sees them (the fast path refuses those integers)."""
         if served.fast is not None:
             try:
                 return served.fast.scores(rows)
@@ -265,8 +266,8 @@ class ModelServer:
                     self._fast_failed.add((served.name, served.version))
                     log.exception("fast path of %s version %s failed; scoring through the pipeline", served.name,
                                   served.version)  # fmt: skip
-        if not exact:
-            check_rows(rows, served)
+        if unchecked is not None:
+            check_rows(rows, served, unchecked)
         frame = pd.DataFrame.from_records(rows, columns=list(served.columns))
         try:
             return tasks.model_scores(served.model, frame, served.task)
