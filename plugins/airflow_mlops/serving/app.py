@@ -53,7 +53,7 @@ class ModelServer:
         self.metrics = Metrics()
         self._token = conf.token.encode()
         self._admin_token = conf.admin_token.encode() if conf.admin_token else None
-        self._openapi = json.dumps(openapi.document(list(self.store.states), conf.max_rows, conf.max_body_bytes))
+        self._openapi: tuple[Any, bytes] | None = None  # (the models it describes, the document)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._limiter: contextlib.AbstractContextManager[Any] | None = None
@@ -141,7 +141,7 @@ class ModelServer:
                 status, payload = 200, {"pipelines": self.store.versions()}
             elif path == "/openapi.json":
                 self._require(method, "GET")
-                await _respond(send, 200, self._openapi.encode(), b"application/json", request_id)
+                await _respond(send, 200, self._openapi_document(), b"application/json", request_id)
                 self.metrics.observe(route, pipeline, 200, time.perf_counter() - started)
                 return
             else:
@@ -273,6 +273,15 @@ class ModelServer:
             return tasks.model_scores(served.model, frame, served.task)
         except (ValueError, TypeError, OverflowError) as exc:  # values the model cannot take despite the types
             raise RequestError(422, f"the model cannot score these rows: {str(exc)[:300]}") from exc
+
+    def _openapi_document(self) -> bytes:
+        """/openapi.json: its row schemas are the columns of the models served now, rebuilt after a swap."""
+        served = {pipeline: state.served for pipeline, state in self.store.states.items()}
+        key = tuple((pipeline, model and (model.name, model.version)) for pipeline, model in served.items())
+        if self._openapi is None or self._openapi[0] != key:
+            doc = openapi.document(served, self.conf.max_rows, self.conf.max_body_bytes)
+            self._openapi = (key, json.dumps(doc).encode())
+        return self._openapi[1]
 
     def _health(self) -> dict[str, Any]:
         loaded = {p: s.served.version if s.served else None for p, s in self.store.states.items()}
