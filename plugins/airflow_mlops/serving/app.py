@@ -30,7 +30,7 @@ from airflow_mlops.serving.config import ServerSettings
 from airflow_mlops.serving.inference_log import InferenceLog
 from airflow_mlops.serving.metrics import Metrics
 from airflow_mlops.serving.models import ModelStore, ServedModel, now
-from airflow_mlops.serving.rows import RequestError, check_rows, parse_rows, request_form
+from airflow_mlops.serving.rows import RequestError, Rows, check_rows, parse_rows
 
 log = logging.getLogger("airflow_mlops.serving")
 
@@ -53,7 +53,7 @@ class ModelServer:
         self.metrics = Metrics()
         self._token = conf.token.encode()
         self._admin_token = conf.admin_token.encode() if conf.admin_token else None
-        self._openapi = json.dumps(openapi.document(list(self.store.states), conf.max_rows, conf.max_body_bytes))
+        self._openapi: tuple[Any, bytes] | None = None  # (the models it describes, the document)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._limiter: contextlib.AbstractContextManager[Any] | None = None
@@ -141,7 +141,7 @@ class ModelServer:
                 status, payload = 200, {"pipelines": self.store.versions()}
             elif path == "/openapi.json":
                 self._require(method, "GET")
-                await _respond(send, 200, self._openapi.encode(), b"application/json", request_id)
+                await _respond(send, 200, self._openapi_document(), b"application/json", request_id)
                 self.metrics.observe(route, pipeline, 200, time.perf_counter() - started)
                 return
             else:
@@ -217,7 +217,7 @@ class ModelServer:
                 return b"".join(chunks)
 
     def _predict(
-        self, pipeline: str, body: bytes, request_id: str, parse: Callable[..., Any] = parse_rows
+        self, pipeline: str, body: bytes, request_id: str, parse: Callable[..., Rows] = parse_rows
     ) -> dict[str, Any]:
         """The answer to the rows `parse` reads from `body` (/predict's or MLflow's formats)."""
         state = self.store.states.get(pipeline)
@@ -229,13 +229,14 @@ class ModelServer:
         if served is None:
             raise RequestError(503, f"pipeline {pipeline!r} has no model loaded: {state.error or 'not checked yet'}")
         at = datetime.now(UTC)
-        rows, exact = parse(body, served, self.conf.max_rows)
-        if served.base is not None and request_form(rows, served) is served.base:
+        parsed = parse(body, served, self.conf.max_rows)
+        rows = parsed.rows
+        if served.base is not None and parsed.form is served.base:  # checked row by row: always exact
             try:  # rows of base columns: the model's own step adds the derived features
                 served.base.complete(rows)
             except (ValueError, TypeError) as exc:
                 raise RequestError(422, f"cannot compute the derived features: {str(exc)[:300]}") from exc
-        scores = self._score(served, rows, exact)
+        scores = self._score(served, rows, None if parsed.exact else parsed.field)
         if served.task == "binary":
             predictions = [None if math.isnan(s) else s for s in scores.tolist()]
         else:
@@ -250,11 +251,11 @@ class ModelServer:
             "request_id": request_id,
         }
 
-    def _score(self, served: ServedModel, rows: list[dict[str, Any]], exact: bool) -> np.ndarray:
+    def _score(self, served: ServedModel, rows: list[dict[str, Any]], unchecked: str | None) -> np.ndarray:
         """What `tasks.model_scores` gives: through the fast path when the model has one, else the pipeline.
 
-        Rows not `exact`ly checked yet are checked before the pipeline sees them (the fast path refuses the
-        integers those checks are about)."""
+        Rows whose integers are not range-checked yet (`unchecked`: the request field holding them, which
+        errors name) are checked before the pipeline sees them (the fast path refuses those integers)."""
         if served.fast is not None:
             try:
                 return served.fast.scores(rows)
@@ -265,13 +266,22 @@ class ModelServer:
                     self._fast_failed.add((served.name, served.version))
                     log.exception("fast path of %s version %s failed; scoring through the pipeline", served.name,
                                   served.version)  # fmt: skip
-        if not exact:
-            check_rows(rows, served)
+        if unchecked is not None:
+            check_rows(rows, served, unchecked)
         frame = pd.DataFrame.from_records(rows, columns=list(served.columns))
         try:
             return tasks.model_scores(served.model, frame, served.task)
         except (ValueError, TypeError, OverflowError) as exc:  # values the model cannot take despite the types
             raise RequestError(422, f"the model cannot score these rows: {str(exc)[:300]}") from exc
+
+    def _openapi_document(self) -> bytes:
+        """/openapi.json: its row schemas are the columns of the models served now, rebuilt after a swap."""
+        served = {pipeline: state.served for pipeline, state in self.store.states.items()}
+        key = tuple((pipeline, model and (model.name, model.version)) for pipeline, model in served.items())
+        if self._openapi is None or self._openapi[0] != key:
+            doc = openapi.document(served, self.conf.max_rows, self.conf.max_body_bytes)
+            self._openapi = (key, json.dumps(doc).encode())
+        return self._openapi[1]
 
     def _health(self) -> dict[str, Any]:
         loaded = {p: s.served.version if s.served else None for p, s in self.store.states.items()}

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlops.serving.rows import Inputs, RequestError, checked_rows, decode, field_name, load_payload
+from airflow_mlops.serving.rows import Inputs, RequestError, Rows, checked_rows, decode, field_name, load_payload
 
 PIPELINE_HEADER = "x-mlops-pipeline"
 """The header naming the pipeline of a POST /invocations (optional when the server serves one pipeline)."""
@@ -41,7 +41,7 @@ def check_content_type(headers: Mapping[str, str]) -> None:
         raise RequestError(415, f"content type {declared[:100]!r} is not accepted: send application/json")
 
 
-def parse_rows(body: bytes, served: Inputs, max_rows: int) -> tuple[list[dict[str, Any]], bool]:
+def parse_rows(body: bytes, served: Inputs, max_rows: int) -> Rows:
     """The rows of an MLflow scoring request, checked as /predict checks its rows (`rows.parse_rows`).
 
     NaN means a missing value, as in the pandas frames MLflow's clients encode (a column of None becomes NaN).

@@ -63,6 +63,7 @@ class BaseRows:
     flags: tuple[str, ...]
     derive: DerivedFeatures
     derived_categorical: tuple[str, ...]
+    datetimes: tuple[str, ...] = ()  # the categorical (text) columns read as ISO 8601 date-times
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -109,6 +110,7 @@ def base_rows(
         flags=tuple(c for c in columns if kinds[c] == "bool"),
         derive=derive,
         derived_categorical=tuple(c for c in derive.derived_columns if c in set(categorical)),
+        datetimes=tuple(c for c, t in input_types(derive).items() if t == "datetime" and c in columns),
     )
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_mlops.serving.models import ServedModel
+    from airflow_mlops.serving.rows import Inputs
 
 _ERROR = {"$ref": "#/components/responses/Error"}
+_VALUE = {"type": ["string", "number", "null"]}
+_ANY_ROW = {"type": "object", "additionalProperties": _VALUE}  # a pipeline without a model: columns unknown
+FEATURE_ROW, BASE_ROW = "feature_row", "base_row"  # the two forms of a row (docs/serving.md)
 
 
 def _op(summary: str, ok: dict[str, Any], *errors: int, secured: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -51,27 +58,121 @@ def _answer() -> dict[str, Any]:
     )
 
 
-def _mlflow_body(max_rows: int) -> dict[str, Any]:
+def forms(served: Mapping[str, ServedModel | None]) -> dict[str, dict[str, Inputs]]:
+    """Per pipeline with a model loaded, the forms its rows may take: feature rows, and base rows when the
+    model computes derived features."""
+    out: dict[str, dict[str, Inputs]] = {}
+    for pipeline, model in sorted(served.items()):
+        if model is not None:
+            out[pipeline] = {FEATURE_ROW: model} if model.base is None else {FEATURE_ROW: model, BASE_ROW: model.base}
+    return out
+
+
+def _column_types(form: Inputs) -> dict[str, dict[str, Any]]:
+    """The JSON type of each column of a row form, in the form's column order."""
+    datetimes = set(getattr(form, "datetimes", ()))
+    types: dict[str, dict[str, Any]] = {}
+    for col in form.categorical:
+        types[col] = {"type": ["string", "null"]}
+        if col in datetimes:
+            types[col].update(format="date-time", description="ISO 8601; without an offset taken as UTC")
+    types.update({col: {"type": ["number", "null"]} for col in form.numeric})
+    types.update({col: {"type": ["boolean", "null"]} for col in getattr(form, "flags", ())})
+    return types
+
+
+def row_schemas(by_pipeline: Mapping[str, Mapping[str, Inputs]]) -> dict[str, Any]:
+    """components/schemas: `<pipeline>.feature_row` and `<pipeline>.base_row`, each exactly its columns."""
+    schemas = {}
+    for pipeline, by_form in by_pipeline.items():
+        for form_name, form in by_form.items():
+            what = (
+                "every feature column" if form_name == FEATURE_ROW else "the base columns (the model derives the rest)"
+            )
+            schemas[f"{pipeline}.{form_name}"] = {
+                "type": "object",
+                "description": f"A row of {pipeline}: {what}",
+                "additionalProperties": False,
+                "required": list(form.columns),
+                "properties": _column_types(form),
+            }
+    return schemas
+
+
+def _per_form(
+    by_pipeline: Mapping[str, Mapping[str, Inputs]],
+    pipelines: list[str],
+    make: Callable[[str, Inputs], dict[str, Any]],
+    unknown: dict[str, Any],
+) -> dict[str, Any]:
+    """`make(ref, form)` per row form: oneOf the forms of a pipeline (a row is of one form: a base row lacks
+    a derived column, which a feature row must hold), anyOf the pipelines (`unknown` for one without a model)."""
+    per_pipeline = []
+    for pipeline in pipelines:
+        by_form = by_pipeline.get(pipeline)
+        if not by_form:
+            per_pipeline.append(unknown)
+            continue
+        options = [make(f"#/components/schemas/{pipeline}.{name}", form) for name, form in by_form.items()]
+        per_pipeline.append(options[0] if len(options) == 1 else {"oneOf": options})
+    unique = [s for i, s in enumerate(per_pipeline) if s not in per_pipeline[:i]]
+    return unique[0] if len(unique) == 1 else {"anyOf": unique} if unique else unknown
+
+
+def _rows(by_pipeline: Mapping[str, Mapping[str, Inputs]], pipelines: list[str], max_rows: int) -> dict[str, Any]:
+    """A list of rows, all of one form of one pipeline's model."""
+
+    def rows(items: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "array", "minItems": 1, "maxItems": max_rows, "items": items}
+
+    return _per_form(by_pipeline, pipelines, lambda ref, form: rows({"$ref": ref}), rows(_ANY_ROW))
+
+
+def _mlflow_body(
+    by_pipeline: Mapping[str, Mapping[str, Inputs]], pipelines: list[str], max_rows: int
+) -> dict[str, Any]:
     """MLflow's scoring inputs (JSON): one of dataframe_split, dataframe_records, instances, inputs."""
-    value = {"type": ["string", "number", "null"]}
-    record = {"type": "object", "additionalProperties": value}
-    records = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": record}
-    split = {
-        "type": "object",
-        "required": ["columns", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "columns": {"type": "array", "items": {"type": "string"}},
-            "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": {"type": "array", "items": value}},
-            "index": {"type": "array"},
-        },
-    }
-    columns = {"type": "object", "additionalProperties": {"type": "array", "maxItems": max_rows, "items": value}}
+    records = _rows(by_pipeline, pipelines, max_rows)
+
+    def split(columns: dict[str, Any], width: dict[str, Any]) -> dict[str, Any]:
+        """pandas' split orient: `columns` names, each row a list of `width` values."""
+        return {
+            "type": "object",
+            "required": ["columns", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "columns": {"type": "array", "items": columns, "uniqueItems": True, **width},
+                "data": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": max_rows,
+                    "items": {"type": "array", "items": _VALUE, **width},
+                },
+                "index": {"type": "array"},
+            },
+        }
+
+    def split_of(ref: str, form: Inputs) -> dict[str, Any]:
+        n = len(form.columns)
+        return split({"enum": list(form.columns)}, {"minItems": n, "maxItems": n})
+
+    def columns_of(ref: str, form: Inputs) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(form.columns),
+            "properties": {
+                col: {"type": "array", "minItems": 1, "maxItems": max_rows, "items": kind}
+                for col, kind in _column_types(form).items()
+            },
+        }
+
+    any_columns = {"type": "object", "additionalProperties": {"type": "array", "maxItems": max_rows, "items": _VALUE}}
     formats = {
-        "dataframe_split": split,
+        "dataframe_split": _per_form(by_pipeline, pipelines, split_of, split({"type": "string"}, {})),
         "dataframe_records": records,
         "instances": records,
-        "inputs": {"anyOf": [columns, records]},
+        "inputs": {"anyOf": [_per_form(by_pipeline, pipelines, columns_of, any_columns), records]},
     }
     return {
         "required": True,
@@ -93,16 +194,17 @@ def _mlflow_body(max_rows: int) -> dict[str, Any]:
     }
 
 
-def _invocation(summary: str, parameters: list[dict[str, Any]], max_rows: int) -> dict[str, Any]:
-    return _op(summary, _answer(), 400, 404, 405, 413, 415, 422, 503, secured="api_token", parameters=parameters,
-               requestBody=_mlflow_body(max_rows))  # fmt: skip
+def document(served: Mapping[str, ServedModel | None], max_rows: int, max_body_bytes: int) -> dict[str, Any]:
+    """The API of a server serving the pipelines of `served`, with the row columns of the models loaded."""
+    by_pipeline = forms(served)
+    body = _mlflow_body(by_pipeline, sorted(served), max_rows)
 
+    def _invocation(summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+        return _op(summary, _answer(), 400, 404, 405, 413, 415, 422, 503, secured="api_token",
+                   parameters=parameters, requestBody=body)  # fmt: skip
 
-def document(pipelines: Sequence[str], max_rows: int, max_body_bytes: int) -> dict[str, Any]:
-    """The API of a server serving `pipelines`."""
-    value = {"type": ["string", "number", "null"]}
     versions = {"type": "object", "properties": {"pipelines": {"type": "object"}}, "required": ["pipelines"]}
-    names = sorted(pipelines) or ["none"]
+    names = sorted(served) or ["none"]
     path_pipeline = {"name": "pipeline", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
     limits = f"(at most {max_rows} rows, body at most {max_body_bytes} bytes)"
     invocation = (
@@ -134,21 +236,14 @@ def document(pipelines: Sequence[str], max_rows: int, max_body_bytes: int) -> di
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["rows"],
-                                    "properties": {
-                                        "rows": {
-                                            "type": "array",
-                                            "minItems": 1,
-                                            "maxItems": max_rows,
-                                            "items": {"type": "object", "additionalProperties": value},
-                                        }
-                                    },
+                                    "properties": {"rows": _rows(by_pipeline, sorted(served), max_rows)},
                                 }
                             }
                         },
                     },
                 ),
             },
-            "/invocations/{pipeline}": {"post": _invocation(invocation, [path_pipeline], max_rows)},
+            "/invocations/{pipeline}": {"post": _invocation(invocation, [path_pipeline])},
             "/invocations": {
                 "post": _invocation(
                     invocation + "; the pipeline is named by the X-MLOps-Pipeline header (optional when the "
@@ -161,13 +256,10 @@ def document(pipelines: Sequence[str], max_rows: int, max_body_bytes: int) -> di
                             "schema": {"type": "string", "enum": names},
                         }
                     ],
-                    max_rows,
                 )
             },
             "/endpoints/{pipeline}/invocations": {
-                "post": _invocation(
-                    invocation + " (the route of MLflow's deployments client)", [path_pipeline], max_rows
-                )
+                "post": _invocation(invocation + " (the route of MLflow's deployments client)", [path_pipeline])
             },
             "/health": {
                 "get": _op(
@@ -191,6 +283,7 @@ def document(pipelines: Sequence[str], max_rows: int, max_body_bytes: int) -> di
             "/openapi.json": {"get": _op("This document", _json({"type": "object"}), 405)},
         },
         "components": {
+            "schemas": row_schemas(by_pipeline),
             "securitySchemes": {
                 "api_token": {"type": "http", "scheme": "bearer"},
                 "admin_token": {"type": "http", "scheme": "bearer"},

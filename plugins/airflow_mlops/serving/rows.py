@@ -8,7 +8,7 @@ import operator
 import re
 import reprlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from airflow_mlops.serving.inference_log import Logged
 
@@ -38,6 +38,15 @@ class Inputs(Logged, Protocol):
     def categorical(self) -> tuple[str, ...]: ...
     @property
     def numeric(self) -> tuple[str, ...]: ...
+
+
+class Rows(NamedTuple):
+    """A request's rows, checked against its form (the model's feature columns, or its base columns)."""
+
+    rows: list[dict[str, Any]]
+    form: Inputs
+    field: str  # the request field holding them, as error messages name it (rows, dataframe_records, ...)
+    exact: bool  # False: integers are not range-checked yet (see `parse_rows`)
 
 
 def show(value: Any) -> str:
@@ -109,11 +118,11 @@ def _count_rows(text: str, at: int, max_rows: int) -> list[Any] | None:
     return None
 
 
-def parse_rows(body: bytes, served: Inputs, max_rows: int) -> tuple[list[dict[str, Any]], bool]:
-    """The request's rows, each holding exactly the model's columns with values of the right type.
+def parse_rows(body: bytes, served: Inputs, max_rows: int) -> Rows:
+    """The request's rows, each holding exactly the columns of one form with values of the right type.
 
-    Returns (rows, exact): `exact` False means integers were not range-checked yet (the column-wise check
-    leaves that to the fast path, which looks at each number anyway; `check_rows` does it otherwise).
+    `exact` False means integers were not range-checked yet (the column-wise check leaves that to the fast
+    path, which looks at each number anyway; `check_rows(rows, form, field)` does it otherwise).
     RequestError names the row and the field of the first problem.
     """
     text = decode(body)
@@ -127,9 +136,7 @@ def parse_rows(body: bytes, served: Inputs, max_rows: int) -> tuple[list[dict[st
     return checked_rows(payload["rows"], served, max_rows, "rows", "\\u" not in text)
 
 
-def checked_rows(
-    rows: Any, served: Inputs, max_rows: int, field: str, plain_text: bool
-) -> tuple[list[dict[str, Any]], bool]:
+def checked_rows(rows: Any, served: Inputs, max_rows: int, field: str, plain_text: bool) -> Rows:
     """`rows` (the request's `field`) checked as `parse_rows` says; `plain_text`: the body holds no \\u escape."""
     if not isinstance(rows, list):
         raise RequestError(422, f"'{field}' must be a list of objects, got {type(rows).__name__}")
@@ -141,9 +148,9 @@ def checked_rows(
     # A lone surrogate can only come from a \u escape (the text is strict UTF-8): without one, strings are
     # plain text and the column-wise check (faster from a few rows on) need not look into them.
     if form is served and len(rows) > 4 and plain_text and _plainly_valid(rows, served):
-        return rows, False
+        return Rows(rows, form, field, exact=False)
     check_rows(rows, form, field)
-    return rows, True
+    return Rows(rows, form, field, exact=True)
 
 
 def request_form(rows: Sequence[Any], served: Inputs) -> Inputs:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from airflow_mlops.core.registry.tracking import client_columns
 from airflow_mlops.serving.rows import INT64_MAX
 from tests.fixtures.model_server import ADMIN_AUTH, ADMIN_TOKEN, AUTH, TOKEN
 from tests.fixtures.served_models import MAX_ROWS, PIPELINE, ServerProcess, Setup, json_rows, one_row, serve
@@ -282,6 +283,36 @@ def _fuzz_operation(cases: st.SearchStrategy[Any], auth: dict[str, str], check: 
         case.call_and_validate(headers=auth, checks=[check], timeout=30)
 
     fuzz()
+
+
+def test_the_openapi_rows_are_the_two_forms_of_the_served_model(setup: Setup, server: ServerProcess) -> None:
+    """/predict's and /invocations' rows are described column by column, from the model served: feature rows
+    or base rows, one form per request."""
+    from jsonschema import Draft202012Validator
+
+    doc = requests.get(f"{server.url}/openapi.json", timeout=10).json()
+    schemas = doc["components"]["schemas"]
+    feature, base = schemas[f"{PIPELINE}.feature_row"], schemas[f"{PIPELINE}.base_row"]
+    assert set(feature["required"]) == set(feature["properties"]) == set(setup.spec.columns)
+    assert set(base["required"]) == {c for c, _ in client_columns(setup.spec)}
+    assert base["properties"]["time_hour"]["format"] == "date-time" and not feature["additionalProperties"]
+    body = doc["paths"]["/predict/{pipeline}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    rows = Draft202012Validator({**body, "components": doc["components"]})
+    invocations = doc["paths"]["/invocations/{pipeline}"]["post"]["requestBody"]["content"]["application/json"]
+    mlflow = Draft202012Validator({**invocations["schema"], "components": doc["components"]})
+    sent = {
+        "feature": json_rows(setup.holdout.head(3), setup.spec),
+        "base": json_rows(setup.holdout.head(3).assign(year=2013), setup.spec, base=True),
+    }
+    for form, records in sent.items():
+        assert rows.is_valid({"rows": records}) and mlflow.is_valid({"dataframe_records": records}), form
+        columns = list(records[0])
+        split = {"columns": columns, "data": [[r[c] for c in columns] for r in records]}
+        assert mlflow.is_valid({"dataframe_split": split}) and mlflow.is_valid({"inputs": records}), form
+        assert server.predict(records).status_code == 200, form
+    mixed = [sent["feature"][0], sent["base"][0]]
+    assert not rows.is_valid({"rows": mixed}) and server.predict(mixed).status_code == 422
+    assert not rows.is_valid({"rows": [{**sent["base"][0], "distance": "far"}]})
 
 
 def test_the_openapi_description_fuzzed_by_schemathesis(server: ServerProcess) -> None:

@@ -32,6 +32,7 @@ from tests.fixtures.served_models import (
     Setup,
     assert_serves_nothing,
     json_rows,
+    logged,
     offline,
     one_row,
     set_champion,
@@ -56,13 +57,18 @@ def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Se
     assert version["scoring"].startswith("fast path (hist_gradient_boosting"), version["scoring"]
 
 
-def test_rows_of_base_columns_get_the_predictions_of_their_feature_rows(setup: Setup, server: ServerProcess) -> None:
-    set_champion(setup, server, "1")
+def base_and_feature_rows(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Flights of a real day as a client knows them (the flight and the joined values) and their feature rows."""
     cfg, ds = flight_config(), "2013-03-05"
     sources = real_sources(cfg, ds)
-    base = join_sources(cfg, sources).head(MAX_ROWS)  # what a client knows: the flight and the joined values
+    base = join_sources(cfg, sources).head(rows)
     key = [*cfg.features.key, "sched_dep_time", "dest"]
-    full = base[key].merge(build_features(cfg, ds, sources), on=key, how="left", validate="one_to_one")
+    return base, base[key].merge(build_features(cfg, ds, sources), on=key, how="left", validate="one_to_one")
+
+
+def test_rows_of_base_columns_get_the_predictions_of_their_feature_rows(setup: Setup, server: ServerProcess) -> None:
+    set_champion(setup, server, "1")
+    base, full = base_and_feature_rows(MAX_ROWS)
     sent = json_rows(base, setup.spec, base=True)
     assert "time_hour" in sent[0] and "year" in sent[0] and "plane_age" not in sent[0]
     from_base = server.predict(sent)
@@ -78,6 +84,28 @@ def test_rows_of_base_columns_get_the_predictions_of_their_feature_rows(setup: S
     assert missing.status_code == 422 and "rows[0]: missing field(s) year" in missing.json()["error"], missing.text
     bad = server.predict([{**sent[0], "time_hour": "yesterday"}])
     assert bad.status_code == 422 and "'time_hour': 'yesterday' is not an ISO 8601" in bad.json()["error"], bad.text
+
+
+def test_base_rows_are_logged_with_the_columns_and_values_of_their_feature_rows(
+    setup: Setup, server: ServerProcess
+) -> None:
+    """The monitor reads one set of columns: the feature columns, derived ones included, whatever the rows sent."""
+    set_champion(setup, server, "1")
+    base, full = base_and_feature_rows(8)
+    run = uuid.uuid4().hex[:8]
+    for request_id, rows in ((f"base-{run}", json_rows(base, setup.spec, base=True)),
+                             (f"features-{run}", json_rows(full, setup.spec))):  # fmt: skip
+        resp = server.predict(rows, headers={**AUTH, "X-Request-ID": request_id})
+        assert resp.status_code == 200, resp.text
+    from_base = logged(setup.lake_root, PIPELINE, f"base-{run}")
+    from_features = logged(setup.lake_root, PIPELINE, f"features-{run}")
+    assert list(from_base.columns) == list(from_features.columns)
+    assert {"day_of_week", "plane_age", "sched_block_minutes"} <= set(from_base.columns)
+    assert not {"time_hour", "year"} & set(from_base.columns)  # base columns outside the model's features
+    pd.testing.assert_frame_equal(
+        from_base[list(setup.spec.columns)], from_features[list(setup.spec.columns)], check_dtype=False
+    )
+    assert from_base["prediction"].tolist() == from_features["prediction"].tolist()
 
 
 BAD_REQUESTS: dict[str, tuple[Callable[[Setup], Any], int, str]] = {

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,12 +15,11 @@ import requests
 import yaml
 
 from airflow_mlops.config.train import TrainConfig
-from airflow_mlops.core.lake.storage import open_lake
 from airflow_mlops.core.registry.tracking import CHAMPION
 from airflow_mlops.core.train import tasks
 from airflow_mlops.core.train import training as tr
 from tests.fixtures.model_server import ADMIN_AUTH, AUTH, ModelServerProcess
-from tests.fixtures.served_models import PASSED, PIPELINE, ServerProcess, Setup, json_rows
+from tests.fixtures.served_models import PASSED, PIPELINE, ServerProcess, Setup, json_rows, logged
 from tests.fixtures.training_data import FLIGHTS_YAML
 
 REGRESSION, MULTICLASS = "flight_minutes", "flight_bands"
@@ -59,7 +56,9 @@ def labels(frame: pd.DataFrame, task: str) -> np.ndarray:
 
 def fit(setup: Setup, frame: pd.DataFrame, task: str) -> Any:
     model_cfg = TrainConfig.model_validate({"task": task, "model": MODEL}).model
-    model = tr.build_estimator(model_cfg, setup.spec.columns, setup.spec.categorical, 0, {}, task)
+    model = tr.build_estimator(
+        model_cfg, setup.spec.columns, setup.spec.categorical, 0, {}, task, setup.spec.derive_step()
+    )
     return model.fit(frame[setup.spec.columns], labels(frame, task))
 
 
@@ -139,20 +138,6 @@ def test_predict_answers_as_served_predictions_offline(setup: Setup, served: Tas
         assert scoring.startswith("fast path"), scoring
     else:
         assert scoring == f"sklearn pipeline (no fast path: it replays binary classifiers only, train.task is {task})"
-
-
-def logged(lake_root: Path, pipeline: str, request_id: str) -> pd.DataFrame:
-    lake = open_lake(str(lake_root))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        files = [f for f in lake.list(lake.zone_uri("inference_log", pipeline)) if f.endswith(".parquet")]
-        frames = [lake.read_parquet(f) for f in files]
-        both = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["request_id"])
-        rows = both[both["request_id"] == request_id]
-        if len(rows):
-            return rows.sort_values("row").reset_index(drop=True)
-        time.sleep(0.3)
-    raise AssertionError(f"request {request_id} never reached the inference log of {pipeline}")
 
 
 def test_inference_log_columns_per_task(setup: Setup, served: TaskModels) -> None:
@@ -275,6 +260,29 @@ def test_bad_invocations_get_a_clear_4xx(served: TaskModels, case: str) -> None:
     data = payload if isinstance(payload, str) else json.dumps(payload)
     resp = requests.post(url, data=data, headers={**AUTH, **headers}, timeout=30)
     assert resp.status_code == status and message in resp.json()["error"], resp.text
+
+
+@pytest.mark.parametrize("pipeline", [PIPELINE, REGRESSION])  # scored by the fast path / by the sklearn pipeline
+def test_an_integer_beyond_64_bits_among_many_rows_is_named_by_the_mlflow_field(
+    setup: Setup, served: TaskModels, pipeline: str
+) -> None:
+    """More than 4 rows take the column-wise check, which leaves the integer range to scoring: its 400 names the
+    request's own field, as the row-by-row check of fewer rows does."""
+    records = json_rows(served.rows.head(7), setup.spec)
+    records[6]["distance"] = 2**64
+    columns = list(records[0])
+    split = {"columns": columns, "data": [[r[c] for c in columns] for r in records]}
+    for payload, where in (
+        ({"dataframe_records": records}, "dataframe_records[6]"),
+        ({"instances": records}, "instances[6]"),
+        ({"inputs": records}, "inputs[6]"),
+        ({"inputs": {c: [r[c] for r in records] for c in columns}}, "inputs[6]"),
+        ({"dataframe_split": split}, "dataframe_split.data[6]"),
+        ({"dataframe_split": {**split, "data": split["data"][-1:]}}, "dataframe_split.data[0]"),  # row by row
+    ):
+        resp = post(served, f"/invocations/{pipeline}", payload)
+        expected = f"{where}.distance: integer out of range, got int {2**64}"
+        assert resp.status_code == 400 and expected in resp.json()["error"], (list(payload), resp.text)
 
 
 def test_invocations_need_the_token_and_a_pipeline_when_several_are_served(served: TaskModels) -> None:
