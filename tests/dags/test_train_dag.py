@@ -11,22 +11,14 @@ import yaml
 
 from airflow_mlops import settings
 from airflow_mlops.core.lake.storage import open_lake
-from tests.fixtures.training_data import day_range, synthetic_features, write_partitions
+from tests.fixtures.training_data import day_range, small_flights_data, synthetic_features, write_partitions
 
 END = "2013-03-20"
 
 
 def small_config(folder: Path, **gates) -> None:
     """The shipped flight_delays config with a small, fast training section."""
-    data = yaml.safe_load((settings.include_dir() / "pipelines" / "flight_delays.yaml").read_text())
-    data["train"].update(
-        window_days=20,
-        validation_days=3,
-        holdout_days=4,
-        min_rows=100,
-        search=None,
-        model={**data["train"]["model"], "params": {"max_iter": 15}},
-    )
+    data = small_flights_data()
     data["train"]["gates"].update(min_slice_rows=40, **gates)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "flight_delays.yaml").write_text(yaml.safe_dump(data))
