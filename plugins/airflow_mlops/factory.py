@@ -14,6 +14,7 @@ from airflow.sdk import DAG, Asset, Param
 from airflow_mlops.config import PipelineConfig, PipelineConfigError, Problem, scan_pipelines
 from airflow_mlops.operators import (
     BuildFeaturesOperator,
+    CachedDayOperator,
     CheckVersionOperator,
     EvaluateModelOperator,
     IngestSourceOperator,
@@ -106,7 +107,9 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
     """`<p>__ingest`: wait for landing files, copy to raw, validate (quarantine on failure), build features."""
     doc = (
         f"### {cfg.name}: ingest\n{cfg.description}\n\n"
-        "For the logical date: waits for each source's landing file, copies it to `raw/` as typed Parquet, "
+        "For the logical date: ends at once when a rerun has nothing to do (`step_cache`: every step's inputs, "
+        "config and package are those of its recorded run; the earlier outputs stand), else waits for each "
+        "source's landing file, copies it to `raw/` as typed Parquet, "
         "validates it with its Great Expectations suite (a failing batch goes to `quarantine/` and the run "
         "fails naming every failed expectation), then builds `features/` and updates the Asset "
         f"`{cfg.features_asset_name}`."
@@ -119,6 +122,8 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
         params={"force_rerun": force_rerun_param()},
         **_dag_kwargs(cfg, "ingest", doc),
     ) as dag:
+        # Ends a rerun of a date with nothing to do before any other task starts (each would skip itself).
+        cached = CachedDayOperator(task_id="step_cache", pipeline=cfg.name)
         features = BuildFeaturesOperator(task_id="build_features", pipeline=cfg.name, outlets=[features_asset(cfg)])
         for name in cfg.sources:
             wait = LandingFileSensor(
@@ -132,7 +137,7 @@ def build_ingest_dag(cfg: PipelineConfig) -> DAG:
             )
             copy = IngestSourceOperator(task_id=f"ingest_{name}", pipeline=cfg.name, source=name)
             check = ValidateSourceOperator(task_id=f"validate_{name}", pipeline=cfg.name, source=name)
-            wait >> copy >> check >> features
+            cached >> wait >> copy >> check >> features
     return dag
 
 

@@ -16,7 +16,12 @@ from airflow_mlops.operators.deploy import (
     RollbackOperator,
     SmokeTestOperator,
 )
-from airflow_mlops.operators.ingest import BuildFeaturesOperator, IngestSourceOperator, ValidateSourceOperator
+from airflow_mlops.operators.ingest import (
+    BuildFeaturesOperator,
+    CachedDayOperator,
+    IngestSourceOperator,
+    ValidateSourceOperator,
+)
 from airflow_mlops.operators.monitor import MonitorOperator
 from airflow_mlops.operators.train import (
     EvaluateModelOperator,
@@ -27,6 +32,7 @@ from airflow_mlops.operators.train import (
 
 __all__ = [
     "BuildFeaturesOperator",
+    "CachedDayOperator",
     "CheckVersionOperator",
     "DeployOperator",
     "EvaluateModelOperator",

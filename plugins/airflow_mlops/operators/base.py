@@ -144,18 +144,18 @@ class SourceOperator(PipelineOperator):
         """The lake file the step reads (its OpenLineage input)."""
         raise NotImplementedError
 
-    def fingerprint_extra(self, cfg: PipelineConfig) -> dict[str, Any]:
-        """What else the step's result depends on, besides its input file and the source's config."""
-        return {}
+    def step_fingerprint(self, lake: Lake, cfg: PipelineConfig) -> str:
+        """The fingerprint of what the step's result depends on (core.day_cache: the step cache's check of a
+        whole day computes the same)."""
+        raise NotImplementedError
 
     def run_step(
         self, step: Callable[..., Any], context: Context, outputs: Callable[[dict[str, Any]], Sequence[str]]
     ) -> dict[str, Any]:
-        """Run `step(lake, cfg, source, ds, run_context)` (cached on its input file, the source's config and
-        `fingerprint_extra`); a quarantined batch fails the task at once."""
+        """Run `step(lake, cfg, source, ds, run_context)` (cached on `step_fingerprint`); a quarantined batch
+        fails the task at once."""
         from dataclasses import asdict, is_dataclass
 
-        from airflow_mlops.core.cache import fingerprint
         from airflow_mlops.core.ingest.steps import BatchRejected
         from airflow_mlops.core.lake import paths
         from airflow_mlops.lineage import lake_ref
@@ -169,16 +169,9 @@ class SourceOperator(PipelineOperator):
             result = step(lake, cfg, self.source, self.ds, self.run_context(context))
             return asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(result)
 
-        source_cfg = cfg.sources[self.source].model_dump(mode="json")
         try:
-            return self.cached(
-                context,
-                lake,
-                f"{self.cache_step}_{self.source}",
-                lambda: fingerprint(lake, [source_uri], source_cfg, self.fingerprint_extra(cfg)),
-                outputs,
-                run,
-            )
+            step_name, fingerprint_of = f"{self.cache_step}_{self.source}", lambda: self.step_fingerprint(lake, cfg)
+            return self.cached(context, lake, step_name, fingerprint_of, outputs, run)
         except BatchRejected as exc:
             # Retrying cannot fix a bad batch: fail now, loudly.
             raise AirflowFailException(str(exc)) from exc

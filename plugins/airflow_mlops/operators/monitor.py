@@ -39,13 +39,15 @@ class MonitorOperator(MlflowPipelineOperator):
         when = getattr(dag_run, "logical_date", None) or dag_run.run_after
         return when.strftime("%Y-%m-%d")
 
-    def train_active(self, context: Context, cfg: PipelineConfig) -> bool:
+    @staticmethod
+    def train_active(context: Context, cfg: PipelineConfig) -> bool:
+        """Whether a `<p>__train` run is queued or running (the monitor then asks for no retrain)."""
         ti = context["ti"]
         return bool(ti.get_dr_count(dag_id=cfg.dag_id("train"), states=["queued", "running"]))
 
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_mlops.core.cache import fingerprint
+        from airflow_mlops.core.day_cache import monitor_fingerprint
         from airflow_mlops.core.lake import paths
         from airflow_mlops.core.monitor.current import window_days
         from airflow_mlops.core.monitor.monitor import monitor_step
@@ -61,13 +63,9 @@ class MonitorOperator(MlflowPipelineOperator):
         ti = context["ti"]
         links = {"DAG run": airflow_ui_url(ti.dag_id, ti.run_id), "Lifecycle": lifecycle_url(cfg.name)}
         days = window_days(ds, cfg.monitor.window_days)
-        zones = ("predictions", "inference_log", "features")
-        section = {"monitor": cfg.monitor.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}
 
         def fingerprint_of() -> str:
-            inputs = [uri for z in zones for d in days for uri in lake.list(lake.uri(z, cfg.name, paths.partition(d)))]
-            champion = tracking.alias_version(name, CHAMPION)
-            return fingerprint(lake, inputs, section, {"champion": champion, "train_active": train_active})
+            return monitor_fingerprint(lake, cfg, ds, tracking.alias_version(name, CHAMPION), train_active)
 
         def outputs(result: dict[str, Any]) -> list[str]:
             return [result["report_uri"]] if result.get("report_uri") else []

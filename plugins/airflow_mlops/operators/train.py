@@ -159,7 +159,7 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_mlops.core.cache import fingerprint
+        from airflow_mlops.core.day_cache import score_fingerprint
         from airflow_mlops.core.lake import paths
         from airflow_mlops.core.registry.tracking import CHAMPION
         from airflow_mlops.core.score import NoChampion, score_partition
@@ -171,13 +171,12 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
         tracking = self.tracking()
         name = cfg.train.model_name(cfg.name)
         champion = tracking.alias_version(name, CHAMPION)
-        section = {"train": cfg.train.model_dump(mode="json"), "features": cfg.features.model_dump(mode="json")}
         results = []
         for ds in dates:
             features_uri = lake.uri(paths.features(cfg.name, ds))
 
-            def fingerprint_of(uri: str = features_uri) -> str:
-                return fingerprint(lake, [uri], section, {"champion": f"{name}/{champion}"})
+            def fingerprint_of(day: str = ds) -> str:
+                return score_fingerprint(lake, cfg, day, champion)
 
             def run(day: str = ds) -> dict[str, Any]:
                 return score_partition(lake, cfg, tracking, day)

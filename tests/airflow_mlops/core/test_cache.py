@@ -70,3 +70,39 @@ def test_a_failed_run_is_not_recorded(step: Step) -> None:
         run_cached(step.lake, "p", "copy", "2013-01-01", lambda: "f", lambda r: [], boom)
     assert not step.lake.exists(step.lake.uri(paths.step_record("p", "copy", "2013-01-01")))
     assert not step().skipped
+
+
+def test_a_chain_is_cached_only_when_every_step_is_a_hit(step: Step) -> None:
+    from airflow_mlops.core.cache import CachedStep, check_chain
+
+    out = step.lake.uri("features/p/date=2013-01-01/next.txt")
+    chain = [
+        CachedStep("copy", "2013-01-01", lambda: fingerprint(step.lake, [step.src], {"section": "v1"})),
+        CachedStep("next", "2013-01-01", lambda: fingerprint(step.lake, [step.out], {})),
+    ]
+    first = check_chain(step.lake, "p", chain)
+    assert not first.all_hit and first.miss == "copy" and first.hits == [] and "no record" in first.reason
+    step()
+    second = check_chain(step.lake, "p", chain)
+    assert (second.miss, [h.step for h in second.hits]) == ("next", ["copy"]) and second.hits[0].outputs == [step.out]
+
+    def run_next() -> dict[str, Any]:
+        step.lake.write_bytes(out, b"x")
+        return {"uri": out}
+
+    run_cached(step.lake, "p", "next", "2013-01-01", chain[1].fingerprint_of, lambda r: [r["uri"]], run_next)
+    hit = check_chain(step.lake, "p", chain)
+    summary = hit.summary()
+    assert hit.all_hit and summary["cached"] is True and [s["step"] for s in summary["steps"]] == ["copy", "next"]
+    step.lake.write_bytes(step.src, b"abd")  # the first input changed: the chain stops there
+    assert check_chain(step.lake, "p", chain).miss == "copy"
+    step()
+    assert "changed" in check_chain(step.lake, "p", chain).reason  # copy reran: next's input (its output) changed
+    step.lake.delete(step.out)
+    assert check_chain(step.lake, "p", chain).miss == "copy"  # copy's output is gone
+
+    def broken() -> str:
+        raise ConnectionError("MLflow is down")
+
+    undecided = check_chain(step.lake, "p", [CachedStep("copy", "2013-01-01", broken)])
+    assert undecided.miss == "copy" and "MLflow is down" in undecided.reason
