@@ -48,6 +48,8 @@ class DataSummary:
     label_partitions: dict[str, str] = field(default_factory=dict)
     """With a label source of its own: landing date -> content hash of the labels that landed then (up to the
     window's end); the content hash covers them too."""
+    label_uris: dict[str, str] = field(default_factory=dict)
+    """Landing date -> URI of those labels."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,6 +172,7 @@ def load_window(
         rows_read=rows_read,
         rows_labelled=len(frame),
         label_partitions=dict(labels.partitions) if labels is not None else {},
+        label_uris={ds: lake.uri(paths.labels(pipeline, ds)) for ds in labels.partitions} if labels is not None else {},
     )
     return TrainingData(frame=frame, summary=summary)
 

@@ -52,12 +52,11 @@ def test_window_days_end_on_the_logical_date() -> None:
 def test_late_labels_judge_only_the_predictions_and_requests_whose_outcome_landed(lake_root, flights_cfg) -> None:
     """flight_delays' labels come from the outcomes feed: quality joins them by flight key and hour to the batch
     predictions and to the logged requests that carried the key; rows without a landed outcome are not judged."""
+    from airflow_mlops.config import PipelineConfig
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.lake.storage import open_lake
     from airflow_mlops.core.monitor.current import load_current
     from tests.fixtures.training_data import synthetic_features
-
-    from airflow_mlops.config import PipelineConfig
 
     data = flights_cfg.model_dump(mode="json")
     data["monitor"]["window_days"] = 3
