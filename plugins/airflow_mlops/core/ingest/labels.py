@@ -107,6 +107,13 @@ def attach_labels(frame: pd.DataFrame, labels: LabelSet, cfg: PipelineConfig) ->
     if missing:
         raise ValueError(f"cannot join labels: no column(s) {', '.join(missing)}")
     rows = normalise_keys(frame.drop(columns=[label], errors="ignore").reset_index(drop=True), left)
+    for col in left:  # keys sent as JSON (the inference log): ISO text for a time, a number as sent
+        want = labels.frame[col].dtype if col in labels.frame.columns else None
+        if isinstance(want, pd.DatetimeTZDtype) and not isinstance(rows[col].dtype, pd.DatetimeTZDtype):
+            times = pd.to_datetime(rows[col], utc=True, errors="coerce", format="ISO8601")
+            rows[col] = times.astype("datetime64[ns, UTC]")
+        elif want is not None and pd.api.types.is_numeric_dtype(want) and not pd.api.types.is_numeric_dtype(rows[col]):
+            rows[col] = pd.to_numeric(rows[col], errors="coerce")
     if labels.frame.empty:
         rows[label] = label_column(cfg, pd.DataFrame(index=rows.index), empty=True)
         return rows

@@ -80,10 +80,12 @@ def test_late_labels_judge_only_the_predictions_and_requests_whose_outcome_lande
     lake.write_parquet(lake.uri(paths.labels(cfg.name, days[1])), first[[*keys, "delayed"]].dropna())
     half = second.iloc[: len(second) // 2]
     lake.write_parquet(lake.uri(paths.labels(cfg.name, days[2])), half[[*keys, "delayed"]].dropna())
-    # Requests of 03-01 to the model server: one carried the flight key, one did not.
+    # Requests of 03-01 to the model server: one carried the flight key (its hour as the ISO text a client
+    # sends), one did not.
     served = first.iloc[:2][list(dict.fromkeys([*keys, *cfg.feature_columns]))].reset_index(drop=True)
     served = served.assign(prediction=0.9, model_version="3", model_name="m")
-    lake.write_parquet(lake.uri(paths.inference_log_partition(cfg.name, days[0]) + "/a.parquet"), served.iloc[:1])
+    sent = served.iloc[:1].assign(time_hour=served["time_hour"].iloc[:1].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    lake.write_parquet(lake.uri(paths.inference_log_partition(cfg.name, days[0]) + "/a.parquet"), sent)
     lake.write_parquet(
         lake.uri(paths.inference_log_partition(cfg.name, days[0]) + "/b.parquet"),
         served.iloc[1:].drop(columns=["flight"]),
