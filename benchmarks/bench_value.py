@@ -50,6 +50,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
     from airflow_mlops.config.train import TrainConfig
+    from airflow_mlops.core.ingest.labels import LabelSet
     from airflow_mlops.core.lake.storage import Lake
 
 PIPELINE = "flight_delays"
@@ -92,7 +93,9 @@ def build_lake(lake: Lake, cfg: PipelineConfig, days: Sequence[str]) -> tuple[li
     return todo, rejected, time.perf_counter() - started
 
 
-def load_day(lake: Lake, cfg: PipelineConfig, ds: str) -> Day | None:
+def load_day(lake: Lake, cfg: PipelineConfig, ds: str, labels: LabelSet | None = None) -> Day | None:
+    """The day's features; with a label source of its own, labelled by every outcome that landed (`labels`)."""
+    from airflow_mlops.core.ingest.labels import attach_labels
     from airflow_mlops.core.lake import paths
     from airflow_mlops.core.train.tasks import label_values
 
@@ -100,6 +103,8 @@ def load_day(lake: Lake, cfg: PipelineConfig, ds: str) -> Day | None:
     if not lake.exists(uri):
         return None
     features = lake.read_parquet(uri)
+    if labels is not None:
+        features = attach_labels(features, labels, cfg)
     name = cfg.features.label.name
     label = features[name]
     labelled = label.notna().to_numpy()
@@ -532,6 +537,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     from airflow_mlops.config import pipeline_by_name
+    from airflow_mlops.core.ingest.labels import read_labels
     from airflow_mlops.core.lake.storage import open_lake
 
     total = time.perf_counter()
@@ -583,7 +589,9 @@ def main() -> None:
             flush=True,
         )
         started = time.perf_counter()
-        loaded = [load_day(lake, cfg, ds) for ds in replay]
+        # Outcomes that land later (a label source): every landing counts, as the days were scored long ago.
+        labels = read_labels(lake, cfg, None, days_all[-1]) if cfg.label_source is not None else None
+        loaded = [load_day(lake, cfg, ds, labels) for ds in replay]
         days = [d for d in loaded if d is not None]
         missing = [ds for ds, d in zip(replay, loaded, strict=True) if d is None]
         print(

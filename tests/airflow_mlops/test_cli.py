@@ -31,10 +31,12 @@ def test_feed_with_lake_root(tmp_path: Path) -> None:
     assert (landing / "planes" / "planes.csv").read_bytes() == demo.table_csv("planes")
     flights_rows = sum(demo.csv_rows((landing / "flights" / f"{d}.csv").read_bytes()) for d in days)
     weather_rows = sum(demo.csv_rows((landing / "weather" / f"{d}.csv").read_bytes()) for d in days)
+    outcome_rows = sum(demo.csv_rows((landing / "outcomes" / f"{d}.csv").read_bytes()) for d in days)
     assert f"flights: 4 files, {flights_rows} rows" in proc.stdout
     assert f"weather: 4 files, {weather_rows} rows" in proc.stdout
+    assert f"outcomes: 4 files, {outcome_rows} rows" in proc.stdout  # 01-29..02-01's arrivals, a day late
     assert "planes: reference table written" in proc.stdout
-    assert f"9 files written, {flights_rows + weather_rows} rows" in proc.stdout
+    assert f"13 files written, {flights_rows + weather_rows + outcome_rows} rows" in proc.stdout
 
     before = {p: p.read_bytes() for p in landing.rglob("*.csv")}
     again = feed("--start", "2013-01-30", "--end", "2013-02-02", "--lake-root", str(root))
@@ -60,7 +62,7 @@ def test_feed_to_s3(s3_lake_root: tuple[str, dict[str, Any]]) -> None:
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"])
     assert keys == [
         f"{prefix}/landing/flight_delays/{p}"
-        for p in ["flights/2013-03-10.csv", "planes/planes.csv", "weather/2013-03-10.csv"]
+        for p in ["flights/2013-03-10.csv", "outcomes/2013-03-10.csv", "planes/planes.csv", "weather/2013-03-10.csv"]
     ]
     body = client.get_object(Bucket=bucket, Key=f"{prefix}/landing/flight_delays/flights/2013-03-10.csv")["Body"].read()
     assert body == demo.day_csv("flights", "2013-03-10")

@@ -44,12 +44,17 @@ def test_tags_retries_and_timeouts(dagbag) -> None:
 def test_ingest_shape(dagbag) -> None:
     dag = dagbag.dags["flight_delays__ingest"]
     assert dag.get_task("step_cache").upstream_task_ids == set()  # first: a rerun with nothing to do ends there
-    for source in ("flights", "weather", "planes"):
+    for source in ("flights", "weather", "outcomes", "planes"):
         assert dag.get_task(f"wait_for_{source}").upstream_task_ids == {"step_cache"}
         assert dag.get_task(f"ingest_{source}").upstream_task_ids == {f"wait_for_{source}"}
         assert dag.get_task(f"validate_{source}").upstream_task_ids == {f"ingest_{source}"}
     features = dag.get_task("build_features")
-    assert features.upstream_task_ids == {"validate_flights", "validate_weather", "validate_planes"}
+    assert features.upstream_task_ids == {
+        "validate_flights",
+        "validate_weather",
+        "validate_outcomes",
+        "validate_planes",
+    }
     assert [o.name for o in features.outlets] == ["flight_delays.features"]
 
 

@@ -208,10 +208,46 @@ class PipelineConfig(Strict):
             kinds.update(
                 {dst: COLUMN_KINDS[other.columns[col]] for col, dst in join.columns.items() if col in other.columns}
             )
+        label_kinds, label_problems = self._label_source_problems()
+        problems += label_problems
         if problems:
             return problems
-        self._compiled, problems = compile_features(spec, kinds, self.train.task)
+        self._compiled, problems = compile_features(spec, kinds, self.train.task, label_kinds)
         return problems
+
+    def _label_source_problems(self) -> tuple[dict[str, Kind] | None, list[tuple[Loc, str]]]:
+        """The column kinds the label reads when it has a source of its own (None: the base rows), and problems."""
+        spec, label = self.features, self.features.label
+        loc: Loc = ("features", "label")
+        if label.source is None:
+            extra = [k for k in ("key", "timestamp") if getattr(label, k) is not None]
+            return None, [((*loc, k), "only with `source` (a label source of its own)") for k in extra]
+        names = ", ".join(self.sources)
+        other = self.sources.get(label.source)
+        if other is None:
+            return None, [((*loc, "source"), f"unknown source {label.source!r} (sources: {names})")]
+        problems: list[tuple[Loc, str]] = []
+        if not other.partitioned:
+            problems.append(((*loc, "source"), f"source {label.source!r} must be partitioned ({{ds}} in its path)"))
+        used = {spec.base, *(j.source for j in spec.joins)}
+        if label.source in used:
+            problems.append(
+                ((*loc, "source"), f"source {label.source!r} already gives features: a label source gives labels only")
+            )
+        if label.key is not None and len(label.key) != len(spec.key):
+            problems.append(((*loc, "key"), f"must name {len(spec.key)} column(s), one per features.key column"))
+        for col in self.label_join[1]:
+            if col not in other.columns:
+                problems.append(((*loc,), f"column {col!r} is not a declared column of source {label.source!r}"))
+        return {col: COLUMN_KINDS[t] for col, t in other.columns.items()}, problems
+
+    @property
+    def label_join(self) -> tuple[list[str], list[str]]:
+        """The feature-row columns and the label source's columns that match an outcome to its row (key, time)."""
+        spec, label = self.features, self.features.label
+        left = [*spec.key, spec.timestamp]
+        right = [*(label.key or spec.key), label.timestamp or spec.timestamp]
+        return left, right
 
     @property
     def compiled_features(self) -> CompiledFeatures:
@@ -222,6 +258,16 @@ class PipelineConfig(Strict):
             if problems or self._compiled is None:
                 raise PipelineConfigError([Problem(self.name, None, fmt_loc(loc), msg) for loc, msg in problems])
         return self._compiled
+
+    @property
+    def label_source(self) -> str | None:
+        """The source that brings the labels later, if the label does not come with the base rows."""
+        return self.features.label.source
+
+    @property
+    def feature_sources(self) -> list[str]:
+        """The sources a feature row is built from: the base and the joined ones (not a label source)."""
+        return list(dict.fromkeys([self.features.base, *(j.source for j in self.features.joins)]))
 
     @property
     def partitioned_sources(self) -> dict[str, SourceConfig]:

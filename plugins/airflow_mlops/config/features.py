@@ -35,6 +35,25 @@ class LabelConfig(Strict):
     known: str | None = Field(
         None, description="Expression true where the label is known; elsewhere the label is null."
     )
+    source: str | None = Field(
+        None,
+        description=(
+            "A partitioned source of its own that brings the outcomes later (e.g. arrivals landing a day after the"
+            " departures): `expr` and `known` read its columns, and each of its rows labels the feature row with the"
+            " same `key` and `timestamp`. Training uses only rows whose label has landed by its logical date; the"
+            " monitor judges quality only on predictions whose label has landed. Default: the label comes with the"
+            " base rows."
+        ),
+    )
+    key: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="With `source`: its columns matching `features.key`, in that order (default: the same names).",
+    )
+    timestamp: str | None = Field(
+        None,
+        description="With `source`: its column matching `features.timestamp` (default: the same name).",
+    )
 
 
 class FeaturesConfig(Strict):
@@ -82,11 +101,14 @@ LABEL_KINDS: dict[str, tuple[tuple[Kind, ...], str]] = {
 
 
 def compile_features(
-    features: FeaturesConfig, columns: Mapping[str, Kind], task: str = "binary"
+    features: FeaturesConfig,
+    columns: Mapping[str, Kind],
+    task: str = "binary",
+    label_columns: Mapping[str, Kind] | None = None,
 ) -> tuple[CompiledFeatures | None, list[tuple[Loc, str]]]:
     """Parse every expression of the section over the base and joined `columns`; each derived feature may
-    use the ones before it; the label must suit `task`. Returns the compiled section (None when any is
-    refused) and the problems."""
+    use the ones before it; the label must suit `task` and reads `label_columns` when it has a source of its own.
+    Returns the compiled section (None when any is refused) and the problems."""
     problems: list[tuple[Loc, str]] = []
     known_columns: dict[str, Kind] = dict(columns)
     derived: dict[str, Expression] = {}
@@ -98,9 +120,11 @@ def compile_features(
             continue
         known_columns[name] = derived[name].kind
 
+    label_known = dict(label_columns) if label_columns is not None else known_columns
+
     def parse(loc: Loc, text: str, kinds: tuple[Kind, ...], what: str) -> Expression | None:
         try:
-            expression = parse_expression(text, known_columns)
+            expression = parse_expression(text, label_known)
         except ExpressionError as exc:
             problems.append((loc, str(exc)))
             return None

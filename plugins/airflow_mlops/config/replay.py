@@ -6,8 +6,8 @@ from pydantic import Field, field_validator
 
 from airflow_mlops.config.schema import Strict, check_relative_file
 
-TABLE_SUFFIXES = (".csv", ".parquet")
-"""Table files the feeder replays: CSV (UTF-8, with header) or Parquet."""
+TABLE_SUFFIXES = (".csv", ".csv.zip", ".parquet")
+"""Table files the feeder replays: CSV (UTF-8, with header; also zipped alone in a same-named zip) or Parquet."""
 
 
 class ReplayConfig(Strict):
@@ -27,6 +27,19 @@ class ReplayConfig(Strict):
         "UTC",
         description="IANA time zone whose calendar days cut the table (e.g. `America/New_York`); times without zone "
         "are taken as UTC, as ingest reads them.",
+    )
+
+    lag_days: int = Field(
+        0,
+        ge=0,
+        le=366,
+        description="Rows land this many days after their own day (outcomes known later, e.g. 1 for arrivals landing "
+        "the day after the departures); a day whose rows would come from before the table lands a header alone.",
+    )
+    columns: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Land only these columns of the table, in this order (default: every column, as in the table).",
     )
 
     @field_validator("file")

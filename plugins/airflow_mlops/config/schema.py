@@ -33,11 +33,11 @@ class Strict(BaseModel):
 
 
 def check_relative_file(value: str, folder: str, suffixes: tuple[str, ...], what: str) -> str:
-    """A relative path staying inside `folder` (no `..`, drive or backslash) whose suffix is one of `suffixes`."""
+    """A relative path staying inside `folder` (no `..`, drive or backslash) whose name ends with one of `suffixes`."""
     path = PurePosixPath(value)
     if not value or value.startswith(("/", "\\")) or "\\" in value or ".." in path.parts or ":" in value:
         raise ValueError(f"must be a relative path inside the {folder}, without `..`")
-    if path.suffix not in suffixes:
+    if not path.name.endswith(suffixes) or path.name in suffixes:
         raise ValueError(f"must be a {' or '.join(suffixes)} {what}")
     return value
 

@@ -11,7 +11,7 @@ from airflow_mlops.core.cache import CachedStep, ChainCheck, check_chain, finger
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
 
-MONITORED_ZONES = ("predictions", "inference_log", "features")
+MONITORED_ZONES = ("predictions", "inference_log", "features", "labels")
 """The zones of the monitor's window whose files are its inputs."""
 
 
@@ -53,7 +53,7 @@ def score_fingerprint(lake: Lake, cfg: PipelineConfig, ds: str, champion: str | 
 
 
 def monitor_fingerprint(lake: Lake, cfg: PipelineConfig, ds: str, champion: str | None, train_active: bool) -> str:
-    """`monitor`: every file of the window's predictions, inference log and features, the monitor and train
+    """`monitor`: every file of the window's predictions, inference log, features and labels, the monitor and train
     config, the champion version and whether a training run is active (it decides whether to ask for one)."""
     from airflow_mlops.core.monitor.current import window_days
 

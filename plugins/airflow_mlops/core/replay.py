@@ -6,7 +6,7 @@ import functools
 import importlib.util
 import io
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +76,7 @@ def _split(path: Path, time_column: str, timezone: str) -> tuple[bytes, dict[str
         frame = pd.read_parquet(path)
         raw = frame.to_csv(index=False, lineterminator="\n").encode()
     else:
-        raw = path.read_bytes()
+        raw = _csv_bytes(path, what)
         try:
             frame = pd.read_csv(io.BytesIO(raw), usecols=[time_column])
         except ValueError as exc:  # pandas: the column is not in the header
@@ -91,6 +91,19 @@ def _split(path: Path, time_column: str, timezone: str) -> tuple[bytes, dict[str
     return split_lines(raw, days, what)
 
 
+def _csv_bytes(path: Path, what: str) -> bytes:
+    """A CSV table's bytes; a `.csv.zip` holds it as its one member named like the zip without `.zip`."""
+    if path.suffix != ".zip":
+        return path.read_bytes()
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.read(path.stem)
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise DemoDataError(f"{what}: not a zip holding {path.stem}: {exc}") from None
+
+
 def covered_days(replay: ReplayConfig) -> tuple[str, str]:
     """First and last day that have rows in the table."""
     _, by_day = _split(table_path(replay), replay.time_column, replay.timezone)
@@ -100,16 +113,40 @@ def covered_days(replay: ReplayConfig) -> tuple[str, str]:
 
 
 def check_day(replay: ReplayConfig, ds: str) -> None:
-    """DemoDataError unless `ds` is a date within the days the table covers."""
-    parse_day(ds)
+    """DemoDataError unless `ds` is a landing day of the table: from its first day to its last plus `lag_days`."""
+    day = parse_day(ds)
     first, last = covered_days(replay)
-    if not first <= ds <= last:
-        raise DemoDataError(f"no demo data for {ds}: {replay.package}/{replay.file} covers {first} to {last} only")
+    last_landing = (date.fromisoformat(last) + timedelta(days=replay.lag_days)).isoformat()
+    if not first <= ds <= last_landing:
+        lag = f" landing {replay.lag_days} day(s) late" if replay.lag_days else ""
+        raise DemoDataError(
+            f"no demo data for {day.isoformat()}: {replay.package}/{replay.file}{lag} covers {first} to "
+            f"{last_landing} only"
+        )
 
 
 def day_csv(replay: ReplayConfig, ds: str) -> bytes:
-    """The rows of one day as CSV bytes: a CSV table's own lines, in its order; the header alone for a day
-    without rows inside the covered range."""
+    """The rows that land on one day as CSV bytes: those of the day `lag_days` before, a CSV table's own lines in
+    its order (only `columns`, when given); the header alone for a day without rows inside the covered range."""
     check_day(replay, ds)
     header, by_day = _split(table_path(replay), replay.time_column, replay.timezone)
-    return header + by_day.get(ds, b"")
+    source_day = (date.fromisoformat(ds) - timedelta(days=replay.lag_days)).isoformat()
+    data = header + by_day.get(source_day, b"")
+    return data if replay.columns is None else select_columns(data, replay.columns, f"replay table {replay.file}")
+
+
+def select_columns(data: bytes, columns: Sequence[str], what: str) -> bytes:
+    """CSV bytes with only `columns`, in that order (values as the file writes them, quoted only where needed)."""
+    import csv
+
+    reader = csv.reader(io.StringIO(data.decode("utf-8"), newline=""))
+    header = next(reader, [])
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DemoDataError(f"{what} has no column(s) {', '.join(missing)} (columns: {', '.join(header)})")
+    at = [header.index(c) for c in columns]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([row[i] for i in at] for row in reader)
+    return out.getvalue().encode("utf-8")

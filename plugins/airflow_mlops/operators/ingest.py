@@ -72,7 +72,8 @@ class ValidateSourceOperator(SourceOperator):
 
 
 class BuildFeaturesOperator(PipelineOperator):
-    """Builds the feature partition of the logical date and publishes it on the pipeline's features Asset.
+    """Builds the feature partition of the logical date (and the labels that landed that day, with a label source)
+    and publishes it on the pipeline's features Asset.
 
     The asset event carries the partition, row count, content hash and URI.
     """
@@ -80,7 +81,7 @@ class BuildFeaturesOperator(PipelineOperator):
     @fail_without_retry
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.day_cache import features_fingerprint
-        from airflow_mlops.core.ingest.steps import build_feature_partition, raw_uri
+        from airflow_mlops.core.ingest.steps import build_partitions, raw_uri
 
         cfg, lake = self.config_and_lake()
         self.step_lineage.inputs = [lake_ref(raw_uri(lake, cfg, name, self.ds)) for name in cfg.sources]
@@ -89,11 +90,19 @@ class BuildFeaturesOperator(PipelineOperator):
             lake,
             "features",
             lambda: features_fingerprint(lake, cfg, self.ds),
-            lambda r: [r["uri"]],
-            lambda: build_feature_partition(lake, cfg, self.ds).to_dict(),
+            lambda r: [r["uri"], *([r["labels"]["uri"]] if r.get("labels") else [])],
+            lambda: build_partitions(lake, cfg, self.ds),
         )
-        self.step_lineage.outputs = [lake_ref(result["uri"], result["content_hash"])]
+        labels = result.get("labels")
+        self.step_lineage.outputs = [
+            lake_ref(result["uri"], result["content_hash"]),
+            *([lake_ref(labels["uri"], labels["content_hash"])] if labels else []),
+        ]
         self.log.info("%s feature rows in %s (content hash %s)", result["rows"], result["uri"], result["content_hash"])
+        if labels:
+            self.log.info(
+                "%s labels landed in %s (content hash %s)", labels["rows"], labels["uri"], labels["content_hash"]
+            )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {"partition": self.ds, **result}
         return result

@@ -210,10 +210,14 @@ class ScorePartitionsOperator(MlflowPipelineOperator):
 
 
 def window_refs(trained: dict[str, Any]) -> list[DatasetRef]:
-    """The feature partitions of a training window (the `train` result), each with its content hash."""
+    """The feature partitions of a training window (the `train` result) and the label landings joined to them
+    (a label source of its own), each with its content hash."""
     data = trained["data"]
-    hashes = data["partition_hashes"]
-    return [lake_ref(uri, hashes.get(ds)) for ds, uri in zip(data["partitions"], data["partition_uris"], strict=True)]
+    hashes, label_hashes = data["partition_hashes"], data.get("label_partitions", {})
+    features = [
+        lake_ref(uri, hashes.get(ds)) for ds, uri in zip(data["partitions"], data["partition_uris"], strict=True)
+    ]
+    return features + [lake_ref(uri, label_hashes.get(ds)) for ds, uri in sorted(data.get("label_uris", {}).items())]
 
 
 def model_event(registered: dict[str, Any], trained: dict[str, Any], dag_run_id: str) -> dict[str, Any]:
@@ -228,6 +232,7 @@ def model_event(registered: dict[str, Any], trained: dict[str, Any], dag_run_id:
         "content_hash": data["content_hash"],
         "partitions": data["partitions"],
         "partition_hashes": data["partition_hashes"],
+        "label_partitions": data.get("label_partitions", {}),
         "window": f"{data['window_start']}..{data['window_end']}",
         "mlflow_run_id": trained["mlflow_run_id"],
         "dag_run_id": dag_run_id,

@@ -17,6 +17,7 @@ from airflow_mlops.core import demo
 from airflow_mlops.core.ingest.features import build_features
 from airflow_mlops.core.ingest.landing import read_landing_csv
 from airflow_mlops.core.lake.hashing import frame_hash
+from tests.fixtures.flights import inline_label_config
 
 SHIPPED = settings.pipelines_dir() / "flight_delays.yaml"
 
@@ -32,14 +33,17 @@ DEMO_HASHES = {
 
 @pytest.fixture(scope="module")
 def cfg() -> PipelineConfig:
-    return load_pipeline(SHIPPED)
+    """The demo config with the label computed from the flights rows, as when these hashes were taken (the
+    shipped config reads it from the outcomes feed a day later: tests/airflow_mlops/core/ingest/test_labels.py)."""
+    return inline_label_config()
 
 
 def real_sources(cfg: PipelineConfig, ds: str) -> dict[str, pd.DataFrame]:
     """The typed source frames of one real day, as ingest reads the landing files."""
     files = {**demo.reference_files(cfg), **demo.landing_files(cfg, ds)}
     frames = {}
-    for name, src in cfg.sources.items():
+    for name in cfg.feature_sources:
+        src = cfg.sources[name]
         path = src.landing_path(ds) if src.partitioned else src.path
         frames[name] = read_landing_csv(files[path], src.columns, path)
     return frames

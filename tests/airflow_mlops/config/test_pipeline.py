@@ -25,7 +25,8 @@ def dump(data: dict) -> str:
 def test_shipped_config_loads() -> None:
     cfg = load_pipeline(SHIPPED)
     assert cfg.name == "flight_delays"
-    assert set(cfg.partitioned_sources) == {"flights", "weather"}
+    assert set(cfg.partitioned_sources) == {"flights", "weather", "outcomes"}
+    assert cfg.label_source == "outcomes" and cfg.feature_sources == ["flights", "weather", "planes"]
     assert not cfg.sources["planes"].partitioned
     assert cfg.sources["flights"].landing_path("2013-01-02") == "flights/2013-01-02.csv"
     assert "plane_age" in cfg.feature_columns and "temp" in cfg.feature_columns
@@ -110,7 +111,7 @@ def line_of_path(text: str, path: tuple) -> int:
         (
             lambda d: d["features"].update(base="flight"),
             ("features", "base"),
-            "unknown source 'flight' (sources: flights, weather, planes)",
+            "unknown source 'flight' (sources: flights, weather, outcomes, planes)",
         ),
         (lambda d: d["features"].update(base="planes"), ("features", "base"), "source 'planes' must be partitioned"),
         (
@@ -188,7 +189,7 @@ def line_of_path(text: str, path: tuple) -> int:
         (
             lambda d: d["sources"]["weather"].update(replay={**REPLAY, "file": "data/weather.txt"}),
             ("sources", "weather", "replay", "file"),
-            "must be a .csv or .parquet file",
+            "must be a .csv or .csv.zip or .parquet file",
         ),
         (
             lambda d: d["sources"]["weather"].update(replay={**REPLAY, "timezone": "Mars/Olympus"}),
@@ -199,6 +200,41 @@ def line_of_path(text: str, path: tuple) -> int:
             lambda d: d["sources"]["weather"].update(replay={**REPLAY, "package": "os.path"}),
             ("sources", "weather", "replay", "package"),
             "String should match pattern",
+        ),
+        (
+            lambda d: d["features"]["label"].update(source="outcome"),
+            ("features", "label", "source"),
+            "unknown source 'outcome' (sources: flights, weather, outcomes, planes)",
+        ),
+        (
+            lambda d: d["features"]["label"].update(source="weather"),
+            ("features", "label", "source"),
+            "source 'weather' already gives features: a label source gives labels only",
+        ),
+        (
+            lambda d: d["features"]["label"].update(key=["carrier", "flight"]),
+            ("features", "label", "key"),
+            "must name 3 column(s), one per features.key column",
+        ),
+        (
+            lambda d: d["features"]["label"].update(timestamp="arr_time_hour"),
+            ("features", "label"),
+            "column 'arr_time_hour' is not a declared column of source 'outcomes'",
+        ),
+        (
+            lambda d: d["features"]["label"].update(expr="dep_delay > 15"),
+            ("features", "label", "expr"),
+            "dep_delay",
+        ),
+        (
+            lambda d: d["features"]["label"].pop("source") and d["features"]["label"].update(key=["a", "b", "c"]),
+            ("features", "label", "key"),
+            "only with `source` (a label source of its own)",
+        ),
+        (
+            lambda d: d["sources"]["outcomes"]["replay"].update(lag_days=-1),
+            ("sources", "outcomes", "replay", "lag_days"),
+            "greater than or equal to 0",
         ),
         (
             lambda d: d["monitor"]["drift"].update(methods={"temp": "__import__"}),

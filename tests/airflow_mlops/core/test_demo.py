@@ -114,6 +114,7 @@ def test_feed_day(any_lake: Lake, flights_cfg: PipelineConfig) -> None:
     landing = any_lake.uri("landing", "flight_delays")
     assert sorted(written) == [
         f"{landing}/flights/2013-02-14.csv",
+        f"{landing}/outcomes/2013-02-14.csv",
         f"{landing}/planes/planes.csv",
         f"{landing}/weather/2013-02-14.csv",
     ]
@@ -143,12 +144,14 @@ def test_reference_table_rewritten_when_different(lake_root: Path, flights_cfg: 
 def test_feed_range_a_month(lake_root: Path, flights_cfg: PipelineConfig) -> None:
     lake = open_lake(str(lake_root))
     written = demo.feed_range(lake, flights_cfg, "2013-01-01", "2013-01-31")
-    assert len(written) == 31 * 2 + 1
+    assert len(written) == 31 * 3 + 1  # flights, weather and yesterday's outcomes per day, planes once
     landing = lake_root / "landing" / "flight_delays"
     assert sorted(p.name for p in (landing / "flights").iterdir()) == [f"2013-01-{d:02d}.csv" for d in range(1, 32)]
     flights = pd.concat(pd.read_csv(p) for p in sorted((landing / "flights").iterdir()))
     table = demo.load_source_table("flights")
     assert len(flights) == int((table.month == 1).sum())
+    outcomes = pd.concat(pd.read_csv(p) for p in sorted((landing / "outcomes").iterdir()))
+    assert len(outcomes) == len(flights) - int(((table.month == 1) & (table.day == 31)).sum())  # Jan 31's: Feb 1
 
 
 def test_feed_range_checks_dates_before_writing(lake_root: Path, flights_cfg: PipelineConfig) -> None:
@@ -173,6 +176,8 @@ def test_fed_lake_fixture(fed_lake: Callable[[Iterable[str]], Lake]) -> None:
     assert names == [
         ["flights", "2013-03-01.csv"],
         ["flights", "2013-03-02.csv"],
+        ["outcomes", "2013-03-01.csv"],
+        ["outcomes", "2013-03-02.csv"],
         ["planes", "planes.csv"],
         ["weather", "2013-03-01.csv"],
         ["weather", "2013-03-02.csv"],

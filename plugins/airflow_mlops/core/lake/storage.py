@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-ZONES = ("landing", "raw", "quarantine", "features", "predictions", "inference_log", "reports")
+ZONES = ("landing", "raw", "quarantine", "features", "labels", "predictions", "inference_log", "reports")
 TMP_PREFIX = ".tmp-"
 """Name prefix of a local file being written; such files are never listed."""
 

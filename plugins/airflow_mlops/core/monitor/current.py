@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from airflow_mlops.core.ingest.labels import LabelSet, attach_labels, read_labels
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.train import training as tr
@@ -131,6 +132,10 @@ class CurrentData:
     other_version_rows: int = 0
     unlabelled_rows: int = 0
     unmatched_rows: int = 0
+    label_landings: list[str] = field(default_factory=list)
+    """With a label source of its own: the landing dates whose labels were joined to the window's rows."""
+    served_labelled_rows: int = 0
+    """Inference-log rows of the champion whose label landed (requests that carried the label key)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -230,7 +235,9 @@ def load_current(
     inference_log: every file of inference_log/<p>/date=<day>/ (requests to the model server).
     predictions: predictions/<p>/date=<day>/ joined back to features/<p>/date=<day>/ for the feature
     columns; on days at least `quality.label_delay_days` before `ds`, the rows the champion predicted
-    whose label is known also go to the quality sample. Only the needed columns are read; unreadable
+    whose label is known also go to the quality sample. With a label source of its own, a row's label is the one
+    that landed for its key by `ds` (rows without one are not judged), and inference-log rows that carry the
+    label key (`features.key` and timestamp) are judged too. Only the needed columns are read; unreadable
     files are skipped with a note.
     """
     mon = cfg.monitor
@@ -252,6 +259,8 @@ def load_current(
     )
 
     proba = PROBA_PREFIX if cfg.train.task == "multiclass" else None
+    labels = _labels(lake, cfg, days[0], ds, out)
+    label_keys = cfg.label_join[0] if labels is not None else []
 
     def normalise(frame: pd.DataFrame) -> pd.DataFrame:
         return _normalise(frame, numeric, categorical, cfg.train.task)
@@ -261,12 +270,25 @@ def load_current(
             for uri in lake.list(lake.uri(paths.inference_log_partition(cfg.name, day))):
                 if not uri.endswith(".parquet"):
                     continue
-                part = _read(lake, uri, [*drift_columns, PREDICTION, MODEL_VERSION], out.notes, proba)
+                part = _read(lake, uri, [*drift_columns, *label_keys, PREDICTION, MODEL_VERSION], out.notes, proba)
                 if part is None or part.empty:
                     continue
+                name = uri.rsplit("/", 1)[-1]
                 out.rows_seen["inference_log"] += len(part)
                 out.rows_by_day["inference_log"][day] = out.rows_by_day["inference_log"].get(day, 0) + len(part)
-                rows.add(part, f"inference_log/{day}/{uri.rsplit('/', 1)[-1]}", normalise)
+                rows.add(part, f"inference_log/{day}/{name}", normalise)
+                if labels is not None and day in matured and all(k in part.columns for k in label_keys):
+                    # Every request is logged, labelled or not: only the judged rows are counted.
+                    served = _with_labels(part, labels, cfg, out, f"inference log {uri}")
+                    out.served_labelled_rows += _add_quality(
+                        quality,
+                        served,
+                        label,
+                        champion_version,
+                        f"quality/inference_log/{day}/{name}",
+                        None,
+                        cfg.train.task,
+                    )
         if "predictions" in mon.sources:
             uri = lake.uri(paths.predictions(cfg.name, day))
             if not lake.exists(uri):
@@ -284,12 +306,41 @@ def load_current(
                 out.notes.append(f"predictions of {day}: no features partition {features_uri} to join")
             joined = _join_features(pred, features, keys, out.notes, f"predictions of {day}")
             out.unmatched_rows += len(pred) - len(joined)
+            if labels is not None and len(joined):
+                joined = _with_labels(joined, labels, cfg, out, f"predictions of {day}")
             rows.add(joined, f"predictions/{day}", normalise)
             if day in matured and len(joined):
-                _add_quality(quality, joined, label, champion_version, day, out, cfg.train.task)
+                _add_quality(quality, joined, label, champion_version, f"quality/{day}", out, cfg.train.task)
     out.rows = rows.frame([*drift_columns, PREDICTION, MODEL_VERSION])
     out.quality = quality.frame([PREDICTION, LABEL])
     return out
+
+
+def _labels(lake: Lake, cfg: PipelineConfig, first: str, last: str, out: CurrentData) -> LabelSet | None:
+    """The labels that landed during the window, with a label source of its own (None: labels come with rows)."""
+    if cfg.label_source is None:
+        return None
+    try:
+        labels = read_labels(lake, cfg, first, last)
+    except ValueError as exc:  # reported, never the end of the monitor: quality is then not judged
+        out.notes.append(f"labels not joined: {exc}")
+        return LabelSet(pd.DataFrame())
+    out.label_landings = sorted(labels.partitions)
+    return labels
+
+
+def _with_labels(
+    frame: pd.DataFrame, labels: LabelSet, cfg: PipelineConfig, out: CurrentData, where: str
+) -> pd.DataFrame:
+    """`frame` with the label that landed for each row's key; on a key that cannot be joined, no label (a note)."""
+    label = cfg.features.label.name
+    if labels.frame.empty:
+        return frame.assign(**{label: pd.array([pd.NA] * len(frame), dtype="object")})
+    try:
+        return attach_labels(frame, labels, cfg)
+    except ValueError as exc:
+        out.notes.append(f"{where}: {exc}")
+        return frame.assign(**{label: pd.array([pd.NA] * len(frame), dtype="object")})
 
 
 def _add_quality(
@@ -297,10 +348,10 @@ def _add_quality(
     joined: pd.DataFrame,
     label: str,
     champion: str | None,
-    day: str,
-    out: CurrentData,
+    name: str,
+    out: CurrentData | None,
     task: str = "binary",
-) -> None:
+) -> int:
     """The day's rows predicted by the champion, with a known label and a score, into the quality sample.
 
     The score is the prediction (binary, regression) or the class probabilities (multiclass, `proba.<class>`).
@@ -316,9 +367,10 @@ def _add_quality(
     else:
         scored = ~np.isnan(scores)
     use = same & known & scored
-    out.matured_rows += n
-    out.other_version_rows += int((~same).sum())
-    out.unlabelled_rows += int((same & ~known).sum())
+    if out is not None:  # the counts of batch predictions (None: inference-log rows, counted by the caller)
+        out.matured_rows += n
+        out.other_version_rows += int((~same).sum())
+        out.unlabelled_rows += int((same & ~known).sum())
     if use.any():
         part: dict[str, Any]
         if task == "multiclass":
@@ -328,4 +380,5 @@ def _add_quality(
             part = {PREDICTION: scores[use], LABEL: floats(labels[use])}
         else:
             part = {PREDICTION: scores[use], LABEL: labels[use].astype("boolean").astype("int8").to_numpy()}
-        sample.add(pd.DataFrame(part), f"quality/{day}")
+        sample.add(pd.DataFrame(part), name)
+    return int(use.sum())

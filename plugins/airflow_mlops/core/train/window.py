@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from airflow_mlops.core.ingest.labels import attach_labels, read_labels
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.hashing import combine_hashes, frame_hash
 from airflow_mlops.core.lake.storage import Lake
@@ -44,6 +45,11 @@ class DataSummary:
     content_hash: str
     rows_read: int
     rows_labelled: int
+    label_partitions: dict[str, str] = field(default_factory=dict)
+    """With a label source of its own: landing date -> content hash of the labels that landed then (up to the
+    window's end); the content hash covers them too."""
+    label_uris: dict[str, str] = field(default_factory=dict)
+    """Landing date -> URI of those labels."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +97,9 @@ def load_window(
 ) -> TrainingData:
     """Labelled feature rows of the partitions that exist in [end_ds - window_days + 1, end_ds].
 
-    Rows whose label is not known yet (null) are dropped. The label becomes what train.task learns from
+    Rows whose label is not known yet (null) are dropped. With a label source of its own, each row's label is
+    the one that landed for its key by `end_ds` (core.ingest.labels): a rerun later sees the same labels. The label
+    becomes what train.task learns from
     (binary: 0/1 int8; regression: float64; multiclass: int64 or text). Each partition's
     hash is `frame_hash` of its content (as the ingest computes it), independent of the Parquet writer.
     Raises TrainingDataError when fewer than `min_partitions` partitions or `min_rows` rows are found.
@@ -106,6 +114,12 @@ def load_window(
     hashes: dict[str, str] = {}
     uris: list[str] = []
     rows_read = 0
+    labels = None
+    if cfg.label_source is not None:
+        try:
+            labels = read_labels(lake, cfg, start, end)
+        except ValueError as exc:
+            raise TrainingDataError(str(exc)) from exc
     for ds in dates:
         uri = lake.uri(paths.features(pipeline, ds))
         if not lake.exists(uri):
@@ -123,6 +137,11 @@ def load_window(
         rows_read += len(part)
         hashes[ds] = frame_hash(part)
         part[DS_COLUMN] = ds  # the partition is the truth for the row's date
+        if labels is not None:
+            try:
+                part = attach_labels(part, labels, cfg)
+            except ValueError as exc:
+                raise TrainingDataError(f"{uri}: {exc}") from exc
         frames.append(part[part[label].notna()])
         uris.append(uri)
     found = sorted(hashes)
@@ -135,8 +154,9 @@ def load_window(
     frame[label] = _label_values(frame[label], label, source_uri, cfg.train.task)
     if len(frame) < min_rows:
         raise TrainingDataError(
-            f"{source_uri}: window {start}..{end} has {len(frame)} labelled row(s) in {len(found)} partition(s); "
-            f"train.min_rows is {min_rows}"
+            f"{source_uri}: window {start}..{end} has {len(frame)} labelled row(s) in {len(found)} partition(s)"
+            + (f" with {len(labels.partitions)} label landing(s) by {end}" if labels is not None else "")
+            + f"; train.min_rows is {min_rows}"
         )
     summary = DataSummary(
         pipeline=pipeline,
@@ -146,9 +166,13 @@ def load_window(
         partitions=found,
         partition_uris=uris,
         partition_hashes=hashes,
-        content_hash=content_hash(hashes),
+        content_hash=content_hash(hashes)
+        if labels is None
+        else combine_hashes([content_hash(hashes), labels.content_hash]),
         rows_read=rows_read,
         rows_labelled=len(frame),
+        label_partitions=dict(labels.partitions) if labels is not None else {},
+        label_uris={ds: lake.uri(paths.labels(pipeline, ds)) for ds in labels.partitions} if labels is not None else {},
     )
     return TrainingData(frame=frame, summary=summary)
 

@@ -7,11 +7,13 @@ import pytest
 import yaml
 
 from airflow_mlops import settings
-from airflow_mlops.config import PipelineConfigError, load_pipeline, parse_pipeline
+from airflow_mlops.config import PipelineConfigError, parse_pipeline
 from airflow_mlops.core.ingest.features import FeatureBuildError, build_features
+from airflow_mlops.core.ingest.labels import build_labels
+from tests.fixtures.flights import inline_label_config, inline_label_data
 
 SHIPPED = settings.pipelines_dir() / "flight_delays.yaml"
-CFG = load_pipeline(SHIPPED)
+CFG = inline_label_config()  # these rows carry their outcome; the outcomes feed is test_labels.py's
 TS = pd.Timestamp("2013-01-01T10:00:00Z")
 
 
@@ -112,7 +114,7 @@ def test_duplicate_join_keys_are_refused() -> None:
 
 
 def test_an_expression_failing_on_the_data_names_the_feature() -> None:
-    data = yaml.safe_load(SHIPPED.read_text())
+    data = inline_label_data()
     data["features"]["derived"]["speed"] = "distance / air_time"
     cfg = parse_pipeline(yaml.safe_dump(data), "x.yaml")
     frames = {"flights": flights().drop(columns=["air_time"]), "weather": weather(), "planes": planes()}
@@ -137,7 +139,7 @@ def test_a_copied_config_with_a_refused_expression_does_not_build() -> None:
     ],
 )
 def test_the_label_of_each_task(task: str, expr: str, dtype: str, values: dict) -> None:
-    data = yaml.safe_load(SHIPPED.read_text())
+    data = inline_label_data()
     data["features"]["label"]["expr"] = expr
     data["train"]["task"] = task
     data["train"].pop("metric")  # the task's default primary metric
@@ -148,9 +150,18 @@ def test_the_label_of_each_task(task: str, expr: str, dtype: str, values: dict) 
     assert {k: row.loc[k, "delayed"] for k in values} == values
     assert pd.isna(row.loc["AA", "delayed"])  # cancelled: not known
 
+    # The same label from an outcomes feed of its own: the same values and type, unknown ones left out.
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["features"]["label"]["expr"] = expr
+    data["train"]["task"] = task
+    data["train"].pop("metric")
+    late = build_labels(parse_pipeline(yaml.safe_dump(data), "x.yaml"), flights()).set_index("carrier")
+    assert str(late["delayed"].dtype) == dtype and set(late.index) == set(values)
+    assert {k: late.loc[k, "delayed"] for k in values} == values
+
 
 def test_a_fractional_multiclass_label_is_refused() -> None:
-    data = yaml.safe_load(SHIPPED.read_text())
+    data = inline_label_data()
     data["features"]["label"]["expr"] = "arr_delay / 7"
     data["train"]["task"] = "multiclass"
     data["train"].pop("metric")

@@ -7,6 +7,7 @@ import pytest
 from airflow_mlops.core.ingest.steps import (
     BatchRejected,
     build_feature_partition,
+    build_label_partition,
     ingest_source,
     landing_uri,
     validate_source,
@@ -22,24 +23,29 @@ def run_day(lake, cfg, ds):
     for source in cfg.sources:
         ingest_source(lake, cfg, source, ds)
         validate_source(lake, cfg, source, ds)
+    build_label_partition(lake, cfg, ds)
     return build_feature_partition(lake, cfg, ds)
 
 
 def test_real_day_end_to_end_and_rerun_is_identical(fed_lake, flights_cfg) -> None:
     lake = fed_lake([DS])
     first = run_day(lake, flights_cfg, DS)
-    files_before = lake.list(lake.uri("raw")) + lake.list(lake.uri("features"))
+    files_before = lake.list(lake.uri("raw")) + lake.list(lake.uri("features")) + lake.list(lake.uri("labels"))
     df = lake.read_parquet(first.uri)
     assert first.rows == len(df) > 500
     assert frame_hash(df) == first.content_hash
     assert df["ds"].unique().tolist() == [DS]
     assert df["temp"].notna().mean() > 0.9  # weather really joined
-    assert df["delayed"].isna().sum() > 0 and df["delayed"].notna().sum() > 500  # cancelled flights: label unknown
+    assert df["delayed"].isna().all()  # the outcomes of the day land the next day
+    labels = lake.read_parquet(lake.uri(paths.labels(flights_cfg.name, DS)))  # those of the day before
+    assert len(labels) > 500 and set(labels["time_hour"].dt.tz_convert("America/New_York").dt.date.astype(str)) == {
+        PREV
+    }
     assert lake.exists(lake.uri(paths.validation_report(flights_cfg.name, "flights", DS)))
 
     second = run_day(lake, flights_cfg, DS)
     assert second == first
-    assert lake.list(lake.uri("raw")) + lake.list(lake.uri("features")) == files_before
+    assert lake.list(lake.uri("raw")) + lake.list(lake.uri("features")) + lake.list(lake.uri("labels")) == files_before
     assert lake.list(lake.uri("quarantine")) == []
 
 

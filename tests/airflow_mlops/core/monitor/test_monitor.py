@@ -325,8 +325,8 @@ def test_degraded_labels_are_a_quality_drop_that_triggers_a_retrain(lake: Lake, 
     # The outcomes turn out otherwise than the champion learnt: half the labels are flipped.
     label = cfg.features.label.name
     rng = np.random.default_rng(5)
-    for ds in WINDOW:
-        uri = lake.uri(paths.features(cfg.name, ds))
+    for ds in WINDOW:  # flight_delays' labels come from the outcomes feed (landed the same day in these tests)
+        uri = lake.uri(paths.labels(cfg.name, ds))
         part = lake.read_parquet(uri)
         flip = pd.Series(rng.random(len(part)) < 0.5)
         part[label] = part[label].mask(flip, ~part[label])
@@ -368,10 +368,8 @@ def test_too_few_rows_is_insufficient_data(lake: Lake, champion: Champion) -> No
 def test_no_matured_labels_is_insufficient_data(lake: Lake, champion: Champion) -> None:
     cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"]})
     write_window(lake, champion, cfg, requests_per_day=0)
-    label = cfg.features.label.name
-    for ds in WINDOW:  # the outcomes of the week are not known yet
-        uri = lake.uri(paths.features(cfg.name, ds))
-        lake.write_parquet(uri, lake.read_parquet(uri).assign(**{label: pd.array([pd.NA] * ROWS_PER_DAY, "boolean")}))
+    for ds in WINDOW:  # the outcomes of the week have not landed yet
+        lake.delete(lake.uri(paths.labels_partition(cfg.name, ds)))
     result = run_monitor(lake, champion, cfg)
     assert result["outcome"] == "insufficient_data" and result["retrain"] is False
     assert result["drift"] is not None and result["drift"]["drifted"] is False

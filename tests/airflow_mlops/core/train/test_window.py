@@ -9,7 +9,7 @@ from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.lake.hashing import frame_hash
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.train import training as tr
-from tests.fixtures.training_data import day_range, synthetic_features, write_partitions
+from tests.fixtures.training_data import day_range, flight_config, synthetic_features, write_partitions
 
 # Window ----------------------------------------------------------------------------------------------------
 
@@ -31,7 +31,8 @@ def test_window_reads_existing_partitions_in_range_and_drops_unknown_labels(cfg:
     ]
 
 
-def test_content_hash_is_over_partition_contents_and_order_stable(cfg: PipelineConfig, lake: Lake) -> None:
+def test_content_hash_is_over_partition_contents_and_order_stable(lake: Lake) -> None:
+    cfg = flight_config(label_source=False)  # the hash of labels landing later: tests/.../ingest/test_labels.py
     features = synthetic_features(cfg, day_range("2013-03-01", 4), rows_per_day=40, seed=3)
     write_partitions(lake, cfg, features)
     first = tr.load_window(lake, cfg, "2013-03-04", 4).summary
@@ -60,7 +61,10 @@ def test_window_errors_name_the_problem(cfg: PipelineConfig, lake: Lake) -> None
     write_partitions(lake, cfg, features)
     with pytest.raises(tr.TrainingDataError, match=r"has 2 feature partition\(s\), at least 3 needed"):
         tr.load_window(lake, cfg, "2013-03-04", 4, min_partitions=3)
-    with pytest.raises(tr.TrainingDataError, match=r"labelled row\(s\) in 2 partition\(s\); train.min_rows is 1000"):
+    with pytest.raises(
+        tr.TrainingDataError,
+        match=r"labelled row\(s\) in 2 partition\(s\) with 2 label landing\(s\) by 2013-03-04; train.min_rows is 1000",
+    ):
         tr.load_window(lake, cfg, "2013-03-04", 4, min_rows=1000)
     uri = lake.partition_uri("features", cfg.name, "", "2013-03-02", "features.parquet")
     lake.write_parquet(uri, features[features["ds"] == "2013-03-02"].drop(columns=["plane_age"]))
