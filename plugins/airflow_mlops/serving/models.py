@@ -308,8 +308,6 @@ class ModelStore:
         else:
             scoring = f"fast path ({detail})"
             log.info("%s version %s: fast path (%s)", state.name, version, detail)
-        if base is not None:
-            scoring += f"; base rows: derived features by {base.derivation}"
         return ServedModel(
             pipeline=state.cfg.name,
             name=state.name,
@@ -337,6 +335,7 @@ class ModelStore:
                 "loaded_at": served.loaded_at if served else None,
                 "run_id": served.run_id if served else None,
                 "scoring": served.scoring if served else None,
+                "derived_features": served.base.derivation if served and served.base else None,
                 "champion_version": state.champion_version,
                 "failed_version": state.failed_version,
                 "error": state.error,
