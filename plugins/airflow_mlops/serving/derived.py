@@ -90,6 +90,8 @@ class FastDerive:
         self._derived: list[tuple[str, Any]] = []
         reads: dict[str, None] = {}
         for name, tree in derive.derived:
+            if name in self._declared:  # the step uses such an input as it is sent, not computed
+                raise Unsupported(f"{name} is also an input")
             for column in columns_of(tree):
                 if column not in kinds:
                     raise Unsupported(f"{name} reads {column!r} of type {self._declared.get(column, 'derived')}")

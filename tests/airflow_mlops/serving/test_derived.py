@@ -273,10 +273,13 @@ def test_a_derived_column_the_model_reads_as_text_is_written_as_the_model_step_w
         (["binary", "-", col("t"), col("t")], "a date-time used as a number"),
         (["constant", "x", "string"], "constant 'x' of kind string"),
         (["call", "round", [col("b"), num(1)], []], "node call round"),
+        (["binary", "+", col("a"), num(1)], "x is also an input"),
     ],
 )
 def test_trees_outside_the_fast_path_are_computed_by_the_model_step(tree: Any, why: str) -> None:
     step = synthetic_step({"x": tree})
+    if why == "x is also an input":
+        step.inputs = [*step.inputs, ["x", "float64"]]
     base = served_base(step, ["x"], [])
     assert base.fast is None and base.derivation.startswith("pandas (no fast path") and why in base.derivation
     rows = [{"a": 3, "b": 1.5, "t": "2013-03-05T10:00:00", "s": "x", "f": True}]
