@@ -231,7 +231,7 @@ class ModelServer:
         at = datetime.now(UTC)
         parsed = parse(body, served, self.conf.max_rows)
         rows = parsed.rows
-        if served.base is not None and parsed.form is served.base:  # checked row by row: always exact
+        if served.base is not None and parsed.form is served.base:  # checked exactly (integers in range)
             try:  # rows of base columns: the model's own step adds the derived features
                 served.base.complete(rows)
             except (ValueError, TypeError) as exc:

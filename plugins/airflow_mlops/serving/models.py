@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -20,7 +21,7 @@ from airflow_mlops.core.registry.promotion import APPROVED_BY, ROLLED_BACK
 from airflow_mlops.core.registry.tags import GATE_PASSED
 from airflow_mlops.core.registry.tracking import CHAMPION, RetryPolicy, Tracking, load_local_model
 from airflow_mlops.core.train import tasks, training
-from airflow_mlops.serving import fastpath
+from airflow_mlops.serving import derived, fastpath
 from airflow_mlops_model.steps import DerivedFeatures, base_columns, input_types
 
 log = logging.getLogger("airflow_mlops.serving")
@@ -64,6 +65,8 @@ class BaseRows:
     derive: DerivedFeatures
     derived_categorical: tuple[str, ...]
     datetimes: tuple[str, ...] = ()  # the categorical (text) columns read as ISO 8601 date-times
+    fast: derived.FastDerive | None = None  # None: every request completes through the model's step (pandas)
+    derivation: str = "pandas"  # how derived features are computed, and why not the fast path
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -76,6 +79,16 @@ class BaseRows:
     def complete(self, rows: list[dict[str, Any]]) -> None:
         """Adds the derived columns to each row (in place), computed by the model's own step; ValueError names
         an input it cannot read."""
+        if self.fast is not None:
+            try:
+                self.fast.complete(rows)
+                return
+            except derived.Unsupported:
+                pass  # a value it does not replay exactly: the model's step decides (and words any error)
+        self.complete_pandas(rows)
+
+    def complete_pandas(self, rows: list[dict[str, Any]]) -> None:
+        """`complete` through the model's DerivedFeatures step, in pandas."""
         frame = pd.DataFrame.from_records(rows, columns=list(self.columns))
         full = self.derive.transform(frame)
         for name in self.derived:
@@ -102,6 +115,12 @@ def base_rows(
     declared = {"datetime": "string", "string": "string", "bool": "bool"}
     kinds.update({c: declared.get(t, "number") for c, t in input_types(derive).items() if c not in kinds})
     columns = base_columns(derive, [*categorical, *numeric])
+    derived_categorical = tuple(c for c in derive.derived_columns if c in set(categorical))
+    try:
+        fast: derived.FastDerive | None = derived.FastDerive(derive, derived_categorical)
+        derivation = "numpy fast path"
+    except derived.Unsupported as exc:
+        fast, derivation = None, f"pandas (no fast path: {exc})"
     return BaseRows(
         name=name,
         version=version,
@@ -109,9 +128,28 @@ def base_rows(
         numeric=tuple(c for c in columns if kinds[c] == "number"),
         flags=tuple(c for c in columns if kinds[c] == "bool"),
         derive=derive,
-        derived_categorical=tuple(c for c in derive.derived_columns if c in set(categorical)),
+        derived_categorical=derived_categorical,
         datetimes=tuple(c for c, t in input_types(derive).items() if t == "datetime" and c in columns),
+        fast=fast,
+        derivation=derivation,
     )
+
+
+def check_derivation(base: BaseRows, example: Any) -> BaseRows:
+    """`base`, its fast path compared with the model's step on the example's rows (each alone, and all at
+    once) and on an all-missing row; without the fast path when they differ anywhere."""
+    if base.fast is None:
+        return base
+    rows: list[dict[str, Any]] = []
+    if isinstance(example, pd.DataFrame) and set(base.columns) <= set(example.columns):
+        for record in example[list(base.columns)].to_dict("records"):
+            rows.append({str(k): None if pd.isna(v) else v for k, v in record.items()})
+    rows.append(dict.fromkeys(base.columns))
+    try:
+        checked = derived.check(base.fast, base.complete_pandas, rows)
+    except derived.Unsupported as exc:
+        return dataclasses.replace(base, fast=None, derivation=f"pandas (no fast path: it differs: {exc})")
+    return dataclasses.replace(base, derivation=f"numpy fast path, checked on {checked} batches")
 
 
 @dataclass
@@ -253,6 +291,8 @@ class ModelStore:
         categorical, numeric = model_columns(model, state.cfg)
         validate_model(model, categorical, numeric, example, task)
         base = base_rows(model, state.name, version, categorical, numeric)
+        if base is not None:
+            base = check_derivation(base, example)
         if base is not None and isinstance(example, pd.DataFrame) and len(example):
             example = base.derive.transform(example)  # the fast path is checked on feature rows
         # The fast path is compared with the sklearn path here; a model it cannot replay exactly is still
@@ -295,6 +335,7 @@ class ModelStore:
                 "loaded_at": served.loaded_at if served else None,
                 "run_id": served.run_id if served else None,
                 "scoring": served.scoring if served else None,
+                "derived_features": served.base.derivation if served and served.base else None,
                 "champion_version": state.champion_version,
                 "failed_version": state.failed_version,
                 "error": state.error,

@@ -55,6 +55,8 @@ def test_predictions_equal_offline_predictions_and_version_is_reported(setup: Se
     assert version["model_name"] == setup.name and version["version"] == "1" and version["loaded_at"]
     assert version["champion_version"] == "1" and version["error"] is None
     assert version["scoring"].startswith("fast path (hist_gradient_boosting"), version["scoring"]
+    # Rows of base columns: the model's derived features replayed on numpy, checked at load on the input example.
+    assert version["derived_features"] == "numpy fast path, checked on 7 batches", version["derived_features"]
 
 
 def base_and_feature_rows(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
