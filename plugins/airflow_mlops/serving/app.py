@@ -229,7 +229,7 @@ class ModelServer:
         if served is None:
             raise RequestError(503, f"pipeline {pipeline!r} has no model loaded: {state.error or 'not checked yet'}")
         at = datetime.now(UTC)
-        parsed = parse(body, served, self.conf.max_rows)
+        parsed = parse(body, served, self.conf.max_rows, state.cfg.label_join[0])
         rows = parsed.rows
         if served.base is not None and parsed.form is served.base:  # checked exactly (integers in range)
             try:  # rows of base columns: the model's own step adds the derived features
@@ -241,7 +241,7 @@ class ModelServer:
             predictions = [None if math.isnan(s) else s for s in scores.tolist()]
         else:
             predictions = tasks.served_answers(scores, served.task, served.classes)
-        self.inference_log.add(pipeline, served, request_id, at, rows, scores, served.classes)
+        self.inference_log.add(pipeline, served, request_id, at, rows, scores, served.classes, parsed.keys)
         self.metrics.rows[pipeline] = self.metrics.rows.get(pipeline, 0) + len(rows)
         return {
             "pipeline": pipeline,

@@ -66,12 +66,17 @@ class InferenceLog:
         return self._rows
 
     def add(self, pipeline: str, served: Logged, request_id: str, at: datetime,
-            rows: Sequence[Mapping[str, Any]], scores: np.ndarray, classes: Sequence[Any] = ()) -> None:  # fmt: skip
+            rows: Sequence[Mapping[str, Any]], scores: np.ndarray, classes: Sequence[Any] = (),
+            keys: Sequence[Mapping[str, Any]] | None = None) -> None:  # fmt: skip
         """Buffer the rows with their `prediction`: a number per row (P(1) for binary, the value for regression),
         or, for (rows, classes) probabilities, the most probable of `classes` and one `proba.<class>` per class
-        (the columns the batch predictions of core/train/tasks write)."""
+        (the columns the batch predictions of core/train/tasks write); with `keys` (one per row), their columns
+        too, where the row has no feature of that name (what was predicted on is what is logged)."""
         columns = served.columns
         records = [{c: row[c] for c in columns} for row in rows]  # new dicts in the model's column order
+        for record, key in zip(records, keys or (), strict=False):
+            for col, value in key.items():
+                record.setdefault(col, value)
         stamp = pd.Timestamp(at)
         predictions = tasks.predicted_classes(scores, classes).tolist() if scores.ndim == 2 else scores.tolist()
         for i, (record, prediction) in enumerate(zip(records, predictions, strict=True)):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_mlops.serving.rows import Inputs, RequestError, Rows, checked_rows, decode, field_name, load_payload
@@ -41,8 +41,9 @@ def check_content_type(headers: Mapping[str, str]) -> None:
         raise RequestError(415, f"content type {declared[:100]!r} is not accepted: send application/json")
 
 
-def parse_rows(body: bytes, served: Inputs, max_rows: int) -> Rows:
-    """The rows of an MLflow scoring request, checked as /predict checks its rows (`rows.parse_rows`).
+def parse_rows(body: bytes, served: Inputs, max_rows: int, key_columns: Sequence[str] = ()) -> Rows:
+    """The rows of an MLflow scoring request, checked as /predict checks its rows (`rows.parse_rows`); MLflow's
+    protocol has no place for row keys (`key_columns` is not used: send them to /predict).
 
     NaN means a missing value, as in the pandas frames MLflow's clients encode (a column of None becomes NaN).
     """

@@ -13,6 +13,12 @@ _ERROR = {"$ref": "#/components/responses/Error"}
 _VALUE = {"type": ["string", "number", "null"]}
 _ANY_ROW = {"type": "object", "additionalProperties": _VALUE}  # a pipeline without a model: columns unknown
 FEATURE_ROW, BASE_ROW = "feature_row", "base_row"  # the two forms of a row (docs/serving.md)
+_KEYS = {
+    "type": "array",
+    "description": "Optional, one per row: the row's key (the pipeline's features.key columns and timestamp, a time "
+    "as ISO 8601 text), kept in the inference log so the monitor can judge the answer once its outcome lands.",
+    "items": {"type": "object", "additionalProperties": _VALUE},
+}
 
 
 def _op(summary: str, ok: dict[str, Any], *errors: int, secured: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -236,7 +242,10 @@ def document(served: Mapping[str, ServedModel | None], max_rows: int, max_body_b
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["rows"],
-                                    "properties": {"rows": _rows(by_pipeline, sorted(served), max_rows)},
+                                    "properties": {
+                                        "rows": _rows(by_pipeline, sorted(served), max_rows),
+                                        "keys": _KEYS,
+                                    },
                                 }
                             }
                         },

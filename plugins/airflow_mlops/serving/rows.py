@@ -47,6 +47,7 @@ class Rows(NamedTuple):
     form: Inputs
     field: str  # the request field holding them, as error messages name it (rows, dataframe_records, ...)
     exact: bool  # False: integers are not range-checked yet (see `parse_rows`)
+    keys: list[dict[str, Any]] | None = None  # the `keys` a client sent with the rows (`checked_keys`)
 
 
 def show(value: Any) -> str:
@@ -118,8 +119,10 @@ def _count_rows(text: str, at: int, max_rows: int) -> list[Any] | None:
     return None
 
 
-def parse_rows(body: bytes, served: Inputs, max_rows: int) -> Rows:
-    """The request's rows, each holding exactly the columns of one form with values of the right type.
+def parse_rows(body: bytes, served: Inputs, max_rows: int, key_columns: Sequence[str] = ()) -> Rows:
+    """The request's rows, each holding exactly the columns of one form with values of the right type, and the
+    optional `keys`: one object of the pipeline's `key_columns` per row, kept in the inference log so the
+    monitor can join the outcomes that land later (`checked_keys`).
 
     `exact` False means integers were not range-checked yet (the column-wise check leaves that to the fast
     path, which looks at each number anyway; `check_rows(rows, form, field)` does it otherwise).
@@ -129,11 +132,48 @@ def parse_rows(body: bytes, served: Inputs, max_rows: int) -> Rows:
     payload = load_payload(text, max_rows, len(served.columns))
     if not isinstance(payload, dict) or "rows" not in payload:
         raise RequestError(422, 'request body must be a JSON object {"rows": [{feature: value, ...}, ...]}')
-    extra_keys = sorted(set(payload) - {"rows"})
+    extra_keys = sorted(set(payload) - {"rows", "keys"})
     if extra_keys:
         names = ", ".join(field_name(k) for k in extra_keys[:5])
-        raise RequestError(422, f"unknown top-level field(s): {names} (only 'rows' is accepted)")
-    return checked_rows(payload["rows"], served, max_rows, "rows", "\\u" not in text)
+        raise RequestError(422, f"unknown top-level field(s): {names} (only 'rows' and 'keys' are accepted)")
+    parsed = checked_rows(payload["rows"], served, max_rows, "rows", "\\u" not in text)
+    if "keys" not in payload:
+        return parsed
+    return parsed._replace(keys=checked_keys(payload["keys"], len(parsed.rows), key_columns))
+
+
+def checked_keys(keys: Any, rows: int, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """`keys`: a list of one object per row holding exactly `columns` (the pipeline's features.key and timestamp),
+    each a string (a time as ISO 8601 text), a number or null. RequestError names the first problem."""
+    if not columns:
+        raise RequestError(422, "'keys' is not accepted here: the pipeline declares no key columns")
+    if not isinstance(keys, list):
+        raise RequestError(422, f"'keys' must be a list of objects, one per row, got {type(keys).__name__}")
+    if len(keys) != rows:
+        raise RequestError(422, f"'keys' has {len(keys)} object(s) for {rows} row(s): send one per row")
+    wanted = set(columns)
+    for i, key in enumerate(keys):
+        if not isinstance(key, dict) or key.keys() != wanted:
+            got = sorted(field_name(k) for k in key)[:5] if isinstance(key, dict) else type(key).__name__
+            raise RequestError(422, f"keys[{i}] must be an object of exactly {', '.join(columns)} (got {got})")
+        for col in columns:
+            value = key[col]
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise RequestError(422, f"keys[{i}].{col}: expected a string, a number or null, got {show(value)}")
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise RequestError(
+                        400, f"keys[{i}].{col}: not valid Unicode text (a lone surrogate {value[exc.start]!r})"
+                    ) from exc
+            elif isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+                raise RequestError(400, f"keys[{i}].{col}: integer out of range, got {show(value)}")
+            elif isinstance(value, float) and math.isinf(value):
+                raise RequestError(422, f"keys[{i}].{col}: expected a finite number or null, got {value!r}")
+    return keys
 
 
 def checked_rows(rows: Any, served: Inputs, max_rows: int, field: str, plain_text: bool) -> Rows:

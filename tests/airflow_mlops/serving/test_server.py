@@ -214,13 +214,10 @@ def test_hot_swap_under_concurrent_requests_drops_none(setup: Setup, server: Ser
     set_champion(setup, server, "1")
 
 
-def test_inference_log_holds_the_rows_in_parquet_after_a_flush(setup: Setup, server: ServerProcess) -> None:
-    rows = setup.holdout.head(7)
-    request_id = f"log-{uuid.uuid4().hex[:8]}"
-    resp = server.predict(json_rows(rows, setup.spec), headers={**AUTH, "X-Request-ID": request_id})
-    assert resp.status_code == 200
+def logged_request(setup: Setup, request_id: str) -> tuple[pd.DataFrame, list[str]]:
+    """The inference-log rows of one request once a flush wrote them (empty after 30 s), and the log's files."""
     lake = open_lake(str(setup.lake_root))
-    logged = pd.DataFrame()
+    logged, files = pd.DataFrame(), []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         files = lake.list(lake.zone_uri("inference_log", PIPELINE))
@@ -230,6 +227,15 @@ def test_inference_log_holds_the_rows_in_parquet_after_a_flush(setup: Setup, ser
         if len(logged):
             break
         time.sleep(0.3)
+    return logged, files
+
+
+def test_inference_log_holds_the_rows_in_parquet_after_a_flush(setup: Setup, server: ServerProcess) -> None:
+    rows = setup.holdout.head(7)
+    request_id = f"log-{uuid.uuid4().hex[:8]}"
+    resp = server.predict(json_rows(rows, setup.spec), headers={**AUTH, "X-Request-ID": request_id})
+    assert resp.status_code == 200
+    logged, files = logged_request(setup, request_id)
     assert len(logged) == 7, "the request's rows never reached the inference log"
     assert all("/date=" in f for f in files)
     logged = logged.sort_values("row")
@@ -351,3 +357,50 @@ def test_a_token_file_with_a_trailing_newline_works(setup: Setup, mlflow_server:
         assert bare.status_code == 403
     finally:
         proc.stop()
+
+
+def test_request_keys_are_logged_so_the_outcomes_that_land_later_join_the_answers(
+    setup: Setup, server: ServerProcess
+) -> None:
+    """`keys` (the flight key and hour of each row) go to the inference log beside the features; the monitor joins
+    the labels that land later to them (core.ingest.labels.attach_labels, as load_current does)."""
+    from airflow_mlops.config import load_pipeline
+    from airflow_mlops.core.ingest.labels import LANDED, LabelSet, attach_labels
+
+    cfg = load_pipeline(setup.pipelines_dir / f"{PIPELINE}.yaml")
+    columns = cfg.label_join[0]
+    assert columns == ["carrier", "flight", "origin", "time_hour"]
+    rows = setup.holdout.head(5).reset_index(drop=True)
+    keys = [
+        {
+            "carrier": r.carrier,
+            "flight": int(r.flight),
+            "origin": r.origin,
+            "time_hour": r.time_hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for r in rows.itertuples()
+    ]
+    request_id = f"keys-{uuid.uuid4().hex[:8]}"
+    body = {"rows": json_rows(rows, setup.spec), "keys": keys}
+    resp = requests.post(f"{server.url}/predict/{PIPELINE}", json=body, headers={**AUTH, "X-Request-ID": request_id},
+                         timeout=30)  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    logged, _ = logged_request(setup, request_id)
+    logged = logged.sort_values("row").reset_index(drop=True)
+    assert logged["flight"].tolist() == rows["flight"].tolist()  # not a feature: logged from the keys
+    assert logged["carrier"].tolist() == rows["carrier"].astype(str).tolist()
+
+    outcomes = rows[columns].assign(delayed=[True, False, True, None, False]).astype({"delayed": "boolean"})
+    landed = LabelSet(outcomes.dropna().assign(**{LANDED: "2013-03-30"}))
+    joined = attach_labels(logged, landed, cfg)
+    assert joined["delayed"].tolist() == [True, False, True, pd.NA, False]
+
+    for bad, status, why in [
+        ({"keys": keys[:2]}, 422, "'keys' has 2 object(s) for 5 row(s)"),
+        ({"keys": [{**k, "gate": "A"} for k in keys]}, 422, "keys[0] must be an object of exactly carrier, flight"),
+        ({"keys": [{**k, "flight": [1]} for k in keys]}, 422, "keys[0].flight: expected a string, a number or null"),
+        ({"keys": "UA1545"}, 422, "'keys' must be a list of objects"),
+    ]:
+        answer = requests.post(f"{server.url}/predict/{PIPELINE}", json={"rows": body["rows"], **bad}, headers=AUTH,
+                               timeout=30)  # fmt: skip
+        assert answer.status_code == status and why in answer.json()["error"], answer.text
