@@ -73,7 +73,7 @@ def ingest_and_train(lake) -> dict:
     cfg = pipeline_by_name(PIPELINE)
     for ds in DAYS[:2]:
         _, tis = run("ingest", ds=ds)
-        assert set(tis) == {"wait_for_readings", "ingest_readings", "validate_readings", "build_features"}
+        assert set(tis) == {"step_cache", "wait_for_readings", "ingest_readings", "validate_readings", "build_features"}
     for ds in DAYS[2:]:
         ingest_day(lake, cfg, ds)
     _, tis = run("train", {"end_date": END, "reason": "first weather model"})
