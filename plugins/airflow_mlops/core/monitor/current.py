@@ -333,14 +333,11 @@ def _with_labels(
     frame: pd.DataFrame, labels: LabelSet, cfg: PipelineConfig, out: CurrentData, where: str
 ) -> pd.DataFrame:
     """`frame` with the label that landed for each row's key; on a key that cannot be joined, no label (a note)."""
-    label = cfg.features.label.name
-    if labels.frame.empty:
-        return frame.assign(**{label: pd.array([pd.NA] * len(frame), dtype="object")})
     try:
         return attach_labels(frame, labels, cfg)
     except ValueError as exc:
         out.notes.append(f"{where}: {exc}")
-        return frame.assign(**{label: pd.array([pd.NA] * len(frame), dtype="object")})
+        return frame.assign(**{cfg.features.label.name: pd.array([pd.NA] * len(frame), dtype="object")})
 
 
 def _add_quality(
