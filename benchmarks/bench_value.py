@@ -124,6 +124,8 @@ class Model:
     baselines: dict[str, float]
     reference: pd.DataFrame | None
     seconds: float
+    importance: dict[str, float] = field(default_factory=dict)
+    estimated: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,8 +150,10 @@ class Trainer:
 
     def train(self, end_ds: str, version: str, monitored: bool) -> Model:
         """What train_step computes: the fit; for a model the monitor watches, also what the training run records
-        for it: the holdout metrics (evaluate_step's, the quality baseline) and the reference sample."""
+        for it: the holdout metrics (evaluate_step's, the quality baseline), the reference sample, the columns'
+        permutation importance and the holdout estimate of the metrics (evaluate_step's)."""
         from airflow_mlops.core.monitor.current import reference_sample
+        from airflow_mlops.core.monitor.estimate import ESTIMATED_PREFIX, holdout_estimates
         from airflow_mlops.core.train import evaluation as evals
         from airflow_mlops.core.train import training as tr
         from airflow_mlops.core.train.tasks import check_model
@@ -160,14 +164,23 @@ class Trainer:
         check_model(fit.model, self.train_cfg.task)  # what the score DAG checks before scoring with it
         baselines: dict[str, float] = {}
         ref = None
+        importance: dict[str, float] = {}
+        estimated: dict[str, float] = {}
         if monitored:  # never/daily/every-N models are not monitored: their holdout figures are not needed
             holdout = evals.evaluate(fit.model, split.holdout, self.train_cfg, spec)
             baselines = {k: v for k, v in holdout.metrics.items() if not math.isnan(v)}
             ref = reference_sample(split, self.cfg, spec, fit.model)
+            train = self.train_cfg
+            importance = evals.feature_importance(
+                fit.model, split.holdout, spec, train.metric.primary, seed=train.seed, threads=train.model.threads,
+                task=train.task,
+            )  # fmt: skip
+            found = holdout_estimates(fit.model, split.holdout, spec.columns, self.cfg)
+            estimated = {k[len(ESTIMATED_PREFIX) :]: v for k, v in found.items()}
         seconds = time.perf_counter() - started
         self.fits += 1
         self.seconds += seconds
-        return Model(version, end_ds, fit.model, baselines, ref, seconds)
+        return Model(version, end_ds, fit.model, baselines, ref, seconds, importance, estimated)
 
     def gates(self, challenger: Model, champion: Model) -> Any:
         """The train DAG's gates: the challenger against the champion on the challenger's holdout."""
@@ -217,6 +230,10 @@ class Run:
     """Models trained after the first one, counted up to and including each day (a retrain on a day
     serves from the next day)."""
     promoted: int = 0
+    promoted_days: list[str] = field(default_factory=list)
+    """The monitor loop: days whose retrain passed the gates (deployed from the next day)."""
+    alarm_days: dict[str, list[str]] = field(default_factory=dict)
+    """The monitor loop: checked days with an alarm, and which."""
     events: list[str] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
@@ -250,6 +267,7 @@ class Checked:
     drift: Any
     quality: Any
     how: str
+    estimated: Any = None
 
 
 def monitor_day(
@@ -266,9 +284,9 @@ def monitor_day(
     from airflow_mlops.core.monitor.quality import assess_quality
 
     mon = cfg.monitor
-    if "drift" in mon.retrain.triggers:
+    if ("drift" in mon.retrain.triggers and mon.drift.alarm) or mon.estimated_quality.enabled:
         checks = run_checks(lake, cfg, ds, champion, previous)
-        return Checked(checks.decision, checks.drift, checks.quality, "run_checks")
+        return Checked(checks.decision, checks.drift, checks.quality, "run_checks", checks.estimated)
     current = load_current(lake, cfg, ds, [], [], champion.version)
     insufficient: dict[str, str] = {}
     quality = None
@@ -327,13 +345,18 @@ def run_monitor(
             run.outcomes["cool-down, not checked"] = run.outcomes.get("cool-down, not checked", 0) + 1
             continue
         started = time.perf_counter()
-        current = Champion(name, champion.version, None, champion.reference, champion.baselines)
+        current = Champion(
+            name, champion.version, None, champion.reference, champion.baselines, champion.importance,
+            champion.estimated,
+        )  # fmt: skip
         checked = monitor_day(lake, cfg, day.ds, current, previous)
         seconds["monitor"] += time.perf_counter() - started
         checked_days += 1
         decision = checked.decision
         run.outcomes[decision.outcome] = run.outcomes.get(decision.outcome, 0) + 1
         run.log.append(f"{day.ds} v{champion.version}: {decision.outcome}, {_figures(checked)}")
+        if decision.alarms:
+            run.alarm_days[day.ds] = list(decision.alarms)
         if decision.retrain:
             previous.append((day.ds, f"replay-{day.ds}"))
             versions += 1
@@ -350,6 +373,7 @@ def run_monitor(
             if verdict == "deployed":
                 champion = challenger
                 run.promoted += 1
+                run.promoted_days.append(day.ds)
             run.events.append(
                 f"{day.ds} v{challenger.version} {verdict}; {_figures(checked)}; alarms {','.join(decision.alarms)}"
             )
@@ -364,7 +388,11 @@ def _figures(checked: Checked) -> str:
     if checked.drift is not None:
         d = checked.drift
         crit = f", critical {','.join(d.critical_drifted)}" if d.critical_drifted else ""
-        parts.append(f"drift {len(d.drifted_columns)}/{len(d.columns)} columns{crit}")
+        weighted = f", weighted share {d.weighted_share:.2f}" if d.weighted_share is not None else ""
+        parts.append(f"drift {len(d.drifted_columns)}/{len(d.columns)} columns{crit}{weighted}")
+    if getattr(checked, "estimated", None) is not None:
+        e = checked.estimated
+        parts.append(f"estimated {e.metric} {e.value:.3f} vs holdout estimate {e.baseline:.3f}")
     elif checked.how != "run_checks":
         parts.append("drift not checked (not a trigger)")
     else:
@@ -443,21 +471,42 @@ def pooled(cfg: PipelineConfig, run: Run, days: Sequence[Day]) -> float:
     return metric_of(cfg, ys, np.concatenate(blocks), classes)
 
 
-def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> None:
-    from airflow_mlops.config.train import LOWER_IS_BETTER
-
-    metric = cfg.train.metric.primary
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # gains and wins in the metric's better direction
+def iso_weeks(days: Sequence[Day]) -> dict[str, list[Day]]:
     weeks: dict[str, list[Day]] = {}
     for day in days:
         iso = date.fromisoformat(day.ds).isocalendar()
         weeks.setdefault(f"{iso.year}-W{iso.week:02d}", []).append(day)
+    return weeks
+
+
+def retrains_in(run: Run, days: Sequence[Day], all_days: Sequence[Day]) -> int:
+    """Models trained by `run` on the days of `days` (a span of `all_days`)."""
+    before = [d.ds for d in all_days if d.ds < days[0].ds]
+    return run.retrains[days[-1].ds] - (run.retrains[before[-1]] if before else 0)
+
+
+def promoted_in(run: Run, days: Sequence[Day], all_days: Sequence[Day]) -> int:
+    """Retrains of `run` on the days of `days` that were deployed (every one, for a fixed schedule)."""
+    if not run.outcomes:
+        return retrains_in(run, days, all_days)
+    return sum(days[0].ds <= ds <= days[-1].ds for ds in run.promoted_days)
+
+
+def report(
+    cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day], all_days: Sequence[Day], title: str = ""
+) -> None:
+    """The week-by-week table and the totals of the replay's `days` (a span of `all_days`)."""
+    from airflow_mlops.config.train import LOWER_IS_BETTER
+
+    metric = cfg.train.metric.primary
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # gains and wins in the metric's better direction
+    weeks = iso_weeks(days)
     width = max(12, *(len(r.label) for r in runs))
     head = f"{'week':<9} {'days':>4} {'rows':>6}  " + " ".join(f"{r.label:>{width}}" for r in runs)
     head += "  | retrains so far: " + " ".join(f"{r.label:>{width}}" for r in runs)
     print(
-        f"\n{metric}{' (lower is better)' if sign < 0 else ''} of each day's labelled {cfg.features.base} "
-        "scored by the model in production that day, pooled per ISO week"
+        f"\n{title or 'replay'} {days[0].ds}..{days[-1].ds}: {metric}{' (lower is better)' if sign < 0 else ''} of "
+        f"each day's labelled {cfg.features.base} scored by the model in production that day, pooled per ISO week"
     )
     print(head)
     print("-" * len(head))
@@ -474,15 +523,24 @@ def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> Non
     print("-" * len(head))
 
     def line(title: str, values: Sequence[float], fmt: str = ".4f") -> None:
-        print(f"{title:<22} " + " ".join(f"{v:>{width}{fmt}}" for v in values))
+        sign, fmt = ("+", fmt[1:]) if fmt.startswith("+") else ("", fmt)
+        print(f"{title:<26} " + " ".join(f"{v:>{sign}{width}{fmt}}" for v in values))
 
-    print(f"{'totals':<22} " + " ".join(f"{r.label:>{width}}" for r in runs))
+    print(f"{'totals':<26} " + " ".join(f"{r.label:>{width}}" for r in runs))
     line(f"mean weekly {metric}", [float(np.nanmean(weekly[r.label])) for r in runs])
     daily = {r.label: [day_metric(cfg, r, d) for d in days] for r in runs}
     line(f"mean daily {metric}", [float(np.nanmean(daily[r.label])) for r in runs])
     line(f"pooled {metric}", [pooled(cfg, r, days) for r in runs])
-    line("retrains", [float(r.retrains[days[-1].ds]) for r in runs], ".0f")
-    line("models deployed", [float(r.promoted) for r in runs], ".0f")
+    retrains = {r.label: retrains_in(r, days, all_days) for r in runs}
+    line("retrains", [float(retrains[r.label]) for r in runs], ".0f")
+    line("models deployed", [float(promoted_in(r, days, all_days)) for r in runs], ".0f")
+    # A retrain the gates refused (no better than the champion) counts against the alarm that asked for it.
+    line(
+        "alarms -> promoted share",
+        [promoted_in(r, days, all_days) / retrains[r.label] if r.outcomes and retrains[r.label] else math.nan
+         for r in runs],
+        ".2f",
+    )  # fmt: skip
     by_label = {r.label: r for r in runs}
     never, every_day = by_label.get("never"), by_label.get("daily")
     if never and every_day:
@@ -492,13 +550,53 @@ def report(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day]) -> Non
             own = sign * float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["never"])) + 0.0  # no "-0.00"
             kept.append(own / gain if gain > 0 else math.nan)
         line("share of daily gain", kept, ".2f")
-        n_daily = every_day.retrains[days[-1].ds]
-        line("retrains / daily's", [r.retrains[days[-1].ds] / n_daily if n_daily else math.nan for r in runs], ".2f")
+        n_daily = retrains["daily"]
+        line("retrains / daily's", [retrains[r.label] / n_daily if n_daily else math.nan for r in runs], ".2f")
         wins = []
         for r in runs:
             diffs = sign * (np.array(weekly[r.label]) - np.array(weekly["never"]))
             wins.append(float(np.sum(diffs > 0)))
         line("weeks better than never", wins, ".0f")
+        line(
+            "mean weekly - daily's",
+            [sign * float(np.nanmean(weekly[r.label]) - np.nanmean(weekly["daily"])) + 0.0 for r in runs],
+            "+.4f",
+        )
+
+
+def plot(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day], path: Path, split: str | None) -> None:
+    """Week by week: each strategy's metric, the monitor loops' promotions marked, the tuning span shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def x(ds: str) -> float:
+        return x(ds)  # type: ignore[no-untyped-call]
+
+    weeks = iso_weeks(days)
+    starts = [x(members[0].ds) for members in weeks.values()]
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    for r in runs:
+        values = [pooled(cfg, r, members) for members in weeks.values()]
+        n = r.retrains[days[-1].ds]
+        style = {"never": ":", "daily": "--"}.get(r.label, "-")
+        ax.plot(starts, values, style, marker="o", markersize=3, label=f"{r.label} ({n} retrains)")
+        for ds in r.promoted_days if r.outcomes else []:
+            ax.axvline(x(ds), color=ax.lines[-1].get_color(), alpha=0.25, linewidth=1)
+    if split:
+        ax.axvspan(starts[0], x(split), color="0.9", zorder=0, label="settings chosen here")
+    ax.set_ylabel(f"weekly {cfg.train.metric.primary}")
+    ax.set_title(f"{cfg.name}: model in production each day, pooled per ISO week (vertical lines: promotions)")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    ax.xaxis_date()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"plot: {path}")
 
 
 def main() -> None:
@@ -515,6 +613,10 @@ def main() -> None:
         action="store_true",
         help="monitor loop: also run the checks on cool-down days (same models; slower; fuller outcome log)",
     )
+    parser.add_argument(
+        "--split", help="also report the days before and from this day (YYYY-MM-DD) apart: where settings were chosen"
+    )
+    parser.add_argument("--plot", type=Path, help="write the week-by-week plot (PNG) here")
     parser.add_argument("--verbose", action="store_true", help="print each monitored day's outcome and figures")
     parser.add_argument("--no-gates", action="store_true", help="monitor loop: deploy every retrain, no gates")
     parser.add_argument(
@@ -617,6 +719,7 @@ def main() -> None:
             "days": [d.ds for d in days],
             "gates": not args.no_gates,
             "check_cooldown_days": args.check_cooldown_days,
+            "pipeline": cfg.name,
         }
 
         reused: set[str] = set()
@@ -677,7 +780,15 @@ def main() -> None:
         order = {"never": 0, "daily": 1, "monitor": 2}
         runs.sort(key=lambda r: order.get(r.label, 3))
 
-        report(cfg, runs, days)
+        report(cfg, runs, days, days)
+        if args.split:
+            before = [d for d in days if d.ds < args.split]
+            after = [d for d in days if d.ds >= args.split]
+            if before and after:
+                report(cfg, runs, before, days, "settings chosen on")
+                report(cfg, runs, after, days, "reported separately")
+        if args.plot:
+            plot(cfg, runs, days, args.plot, args.split)
         for run in runs:
             if run.outcomes:
                 print(f"\n{run.label}: monitor outcomes {run.outcomes}; retrains:")

@@ -24,13 +24,14 @@ DriftMethod = Literal[
     "TVD",
     "z",
 ]
-RetrainTrigger = Literal["drift", "quality", "prediction_drift"]
+RetrainTrigger = Literal["drift", "quality", "prediction_drift", "estimated_quality"]
+DriftWeighting = Literal["none", "importance"]
 MonitorSource = Literal["inference_log", "predictions"]
 _EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 
 
 def _all_triggers() -> list[RetrainTrigger]:
-    return ["drift", "quality", "prediction_drift"]
+    return ["drift", "quality", "prediction_drift", "estimated_quality"]
 
 
 def _all_sources() -> list[MonitorSource]:
@@ -56,6 +57,19 @@ class DriftConfig(Strict):
     )
     share_threshold: float = Field(
         default=0.3, gt=0, le=1, description="Drift of the data when this share of the checked columns drifted."
+    )
+    weighting: DriftWeighting = Field(
+        default="none",
+        description=(
+            "How the share counts columns. none: each checked column alike. importance: each by the champion's"
+            " permutation importance of it (logged at training as `importance.<column>`), so a drifted column the"
+            " model hardly uses hardly counts; the plain share is still reported. A champion without logged"
+            " importance is judged by the plain share (said in the reasons)."
+        ),
+    )
+    alarm: bool = Field(
+        default=True,
+        description="Drift of the data raises the alarm `drift`; false: reported only, the decision ignores it.",
     )
     sample_rows: int = Field(
         default=20000, ge=100, description="Rows sampled from each side, so time and memory stay bounded."
@@ -91,6 +105,27 @@ class PredictionDriftConfig(Strict):
         default="jensenshannon", description="Stat test of the predicted class (multiclass)."
     )
     categorical_threshold: float = Field(default=0.1, gt=0, description="Its threshold.")
+
+
+class EstimatedQualityConfig(Strict):
+    """The champion's primary metric estimated on the window's unlabelled rows from its own class probabilities.
+
+    Confidence-based performance estimation: the metric's mean over label sets drawn from the model's
+    probabilities, on the window's rows it scored, against the same estimate on its holdout (logged at training
+    as `estimated.holdout.<metric>`). It sees a drop that comes from the inputs moving to where the model is
+    unsure, days before the labels mature; it assumes calibrated probabilities and cannot see a changed relation
+    between inputs and outcome (the quality check on matured labels does). Classifiers only (a regression has no
+    probabilities: reported as not judged).
+    """
+
+    enabled: bool = Field(default=False, description="Estimate the champion's metric on the window.")
+    max_drop: float = Field(
+        default=0.03,
+        gt=0,
+        description="Alarm `estimated_quality` when the estimate is this much worse than its holdout estimate.",
+    )
+    min_rows: int = Field(default=500, ge=1, description="Fewer rows scored by the champion: not judged.")
+    draws: int = Field(default=20, ge=1, le=1000, description="Label sets drawn (seeded by train.seed).")
 
 
 class QualityConfig(Strict):
@@ -157,6 +192,7 @@ class MonitorConfig(Strict):
     drift: DriftConfig = DriftConfig()
     prediction_drift: PredictionDriftConfig = PredictionDriftConfig()
     quality: QualityConfig = QualityConfig()
+    estimated_quality: EstimatedQualityConfig = EstimatedQualityConfig()
     alerts: AlertsConfig = AlertsConfig()
     retrain: RetrainConfig = RetrainConfig()
     experiment: str | None = Field(

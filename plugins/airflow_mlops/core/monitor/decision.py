@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
     from airflow_mlops.core.monitor.drift import ColumnDrift, DriftResult
+    from airflow_mlops.core.monitor.estimate import EstimatedQuality
     from airflow_mlops.core.monitor.prediction import PredictionDrift
     from airflow_mlops.core.monitor.quality import QualityResult
 
-Outcome = Literal["ok", "drift", "quality_drop", "insufficient_data", "no_champion"]
+Outcome = Literal["ok", "drift", "quality_drop", "estimated_drop", "insufficient_data", "no_champion"]
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,10 @@ def drift_reason(result: DriftResult) -> str:
     """One line on a drift result: which columns drifted, by how much, against which rule."""
     drifted = result.drifted_columns
     detail = "; ".join(column_line(c, col) for c, col in result.columns.items() if col.drifted)
-    share = f"{len(drifted)} of {len(result.columns)} columns drifted ({result.share:.0%}, share_threshold " + (
-        f"{result.share_threshold:.0%})"
-    )
+    share = f"{len(drifted)} of {len(result.columns)} columns drifted ({result.share:.0%}"
+    if result.weighted_share is not None:
+        share += f"; weighted by the champion's importance {result.weighted_share:.0%}"
+    share += f", share_threshold {result.share_threshold:.0%})"
     if result.drifted:
         why = f"critical column(s) {', '.join(result.critical_drifted)} drifted; " if result.critical_drifted else ""
         return f"drift: {why}{share}: {detail}"
@@ -72,6 +74,17 @@ def quality_reason(result: QualityResult) -> str:
         f"{verdict}: {result.metric} {result.value:.3f} on {result.rows} matured rows of days "
         f"{result.days[0]}..{result.days[-1]} vs {result.baseline:.3f} on champion v{result.champion_version}'s "
         f"holdout: {direction} by {abs(result.drop):.3f} (max_drop {result.max_drop:g})"
+    )
+
+
+def estimated_reason(result: EstimatedQuality) -> str:
+    """One line on the estimated quality: the estimate, its holdout estimate, and the rule."""
+    direction = "worse" if result.drop > 0 else "better"
+    verdict = "estimated quality drop" if result.degraded else "estimated quality ok"
+    return (
+        f"{verdict}: {result.metric} estimated {result.value:.3f} from champion v{result.champion_version}'s "
+        f"probabilities on {result.rows} unlabelled rows vs {result.baseline:.3f} estimated on its holdout: "
+        f"{direction} by {abs(result.drop):.3f} (max_drop {result.max_drop:g})"
     )
 
 
@@ -95,12 +108,14 @@ def decide(
     train_active: bool,
     notes: Sequence[str] = (),
     prediction: PredictionDrift | None = None,
+    estimated: EstimatedQuality | None = None,
 ) -> Decision:
     """Outcome and retrain from the checks.
 
     Outcome: quality_drop or drift when that alarm fired (quality first: it is the harm itself), else
     insufficient_data when a check could not be made (`insufficient`: check -> why), else ok. Prediction drift
-    is an alarm (outcome drift) only with monitor.prediction_drift.alarm. A retrain
+    is an alarm (outcome drift) only with monitor.prediction_drift.alarm, input drift only with
+    monitor.drift.alarm; an estimated drop is the alarm estimated_quality (outcome estimated_drop). A retrain
     is wanted when an alarm is among retrain.triggers and retrain is enabled, unless a <p>__train run is
     active or an earlier monitor run triggered one within the cool-down (`blocker`: its date and run id).
     """
@@ -109,7 +124,9 @@ def decide(
     why: dict[str, str] = {}  # alarm -> its reason line
     if drift is not None:
         reasons.append(drift_reason(drift))
-        if drift.drifted:
+        if drift.drifted and not cfg.monitor.drift.alarm:
+            reasons[-1] += " (reported only: monitor.drift.alarm is false)"
+        elif drift.drifted:
             alarms.append("drift")
             why["drift"] = reasons[-1]
         if drift.skipped:
@@ -121,6 +138,11 @@ def decide(
         if quality.degraded:
             alarms.append("quality")
             why["quality"] = reasons[-1]
+    if estimated is not None:
+        reasons.append(estimated_reason(estimated))
+        if estimated.degraded:
+            alarms.append("estimated_quality")
+            why["estimated_quality"] = reasons[-1]
     if prediction is not None:
         alarm = cfg.monitor.prediction_drift.alarm
         reasons.append(prediction_reason(prediction, alarm))
@@ -131,6 +153,8 @@ def decide(
     reasons.extend(notes)
     if "quality" in alarms:
         outcome: Outcome = "quality_drop"
+    elif "estimated_quality" in alarms:
+        outcome = "estimated_drop"
     elif alarms:
         outcome = "drift"
     else:

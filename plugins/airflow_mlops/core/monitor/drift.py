@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -48,6 +49,10 @@ class DriftResult:
     critical_drifted: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     html: str = field(default="", repr=False)
+    weighted_share: float | None = None
+    """The share with each column counted by the champion's importance of it (monitor.drift.weighting:
+    importance); when set, it, not `share`, is compared with share_threshold."""
+    weights: dict[str, float] = field(default_factory=dict)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -68,7 +73,23 @@ class DriftResult:
                 for name, c in self.columns.items()
             },
             "skipped": dict(self.skipped),
+            "weighted_share": self.weighted_share,
+            "weights": dict(self.weights),
         }
+
+
+def weigh(result: DriftResult, importance: Mapping[str, float]) -> DriftResult:
+    """`result` judged by the importance-weighted share of drifted columns: each checked column counts by its
+    permutation importance (negative importance, noise, counts 0). Unchanged when the checked columns have no
+    positive importance at all (nothing to weigh by)."""
+    weights = {c: max(float(importance.get(c, 0.0)), 0.0) for c in result.columns}
+    total = sum(weights.values())
+    if total <= 0 or math.isnan(total):
+        return result
+    weights = {c: w / total for c, w in weights.items()}
+    share = sum(w for c, w in weights.items() if result.columns[c].drifted)
+    drifted = share >= result.share_threshold or bool(result.critical_drifted)
+    return replace(result, drifted=drifted, weighted_share=share, weights=weights)
 
 
 def detect_drift(

@@ -16,13 +16,15 @@ from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.current import PREDICTION, CurrentData, floats, load_current, window_days
 from airflow_mlops.core.monitor.decision import Decision, cooldown_blocker, decide
-from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, detect_drift
+from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, detect_drift, weigh
+from airflow_mlops.core.monitor.estimate import ESTIMATED_PREFIX, EstimatedQuality, assess_estimated
 from airflow_mlops.core.monitor.prediction import PredictionDrift, detect_prediction_drift
 from airflow_mlops.core.monitor.quality import QualityResult, assess_quality
 from airflow_mlops.core.monitor.report import render_monitor_html
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
 from airflow_mlops.core.report import Link
 from airflow_mlops.core.train import training as tr
+from airflow_mlops.core.train.evaluation import IMPORTANCE_PREFIX
 
 if TYPE_CHECKING:
     from airflow_mlops.config import PipelineConfig
@@ -80,6 +82,47 @@ def previous_retrains(
 
 
 @dataclass(frozen=True)
+class AlarmRecord:
+    """How the monitor's earlier retrains turned out: a retrain that did not pass the gates (no better than the
+    champion) counts against the alarm that asked for it."""
+
+    retrains: int
+    """Training runs the monitor triggered whose gates have decided (passed, failed or forced)."""
+    promoted: int
+    """Those whose challenger passed the gates on its own merit (a forced one is not counted)."""
+
+    @property
+    def share(self) -> float | None:
+        return self.promoted / self.retrains if self.retrains else None
+
+    def line(self) -> str:
+        if not self.retrains:
+            return "alarms followed by a promoted model: no retrain the monitor triggered has been decided yet"
+        return (
+            f"alarms followed by a promoted model: {self.promoted} of the {self.retrains} retrain(s) the monitor "
+            f"triggered passed the gates ({self.share:.0%})"
+        )
+
+
+def alarm_record(tracking: Tracking, cfg: PipelineConfig) -> AlarmRecord:
+    """The gate outcomes of the training runs the pipeline's monitor triggered (their reason is the monitor's:
+    `monitor <date>: <reasons>`, see factory.retrain_request)."""
+    from airflow_mlops.core.train.steps import experiment as train_experiment
+
+    def search() -> AlarmRecord:
+        found = tracking.client.get_experiment_by_name(train_experiment(cfg))
+        if found is None:
+            return AlarmRecord(0, 0)
+        runs = tracking.client.search_runs(
+            [found.experiment_id], filter_string="tags.`mlops.reason` LIKE 'monitor ____-__-__: %'", max_results=5000
+        )
+        outcomes = [r.data.tags.get(f"{TAG_PREFIX}gate_outcome") for r in runs]
+        return AlarmRecord(sum(o is not None for o in outcomes), sum(o == "passed" for o in outcomes))
+
+    return retrying(search, tracking.retry, f"read the retrains {cfg.name}'s monitor triggered", tracking.tracking_uri)
+
+
+@dataclass(frozen=True)
 class Champion:
     """The champion version, its training run, reference sample and holdout metrics."""
 
@@ -88,6 +131,10 @@ class Champion:
     run_id: str | None
     reference: pd.DataFrame | None
     baselines: dict[str, float]
+    importance: dict[str, float] = field(default_factory=dict)
+    """Permutation importance of each feature column on its holdout (`importance.<column>` of its run)."""
+    estimated: dict[str, float] = field(default_factory=dict)
+    """Metric -> its estimate from the model's own probabilities on its holdout (`estimated.holdout.<metric>`)."""
 
 
 def champion_of(tracking: Tracking, name: str) -> Champion | None:
@@ -100,17 +147,28 @@ def champion_of(tracking: Tracking, name: str) -> Champion | None:
         run_id = tracking.client.get_model_version(name, version).run_id
         if not run_id:
             return None, {}
-        metrics = tracking.client.get_run(run_id).data.metrics
-        prefix = "holdout."
-        return run_id, {
-            k[len(prefix) :]: float(v)
-            for k, v in metrics.items()
-            if k[len(prefix) :] in METRIC_NAMES and k.startswith(prefix)
-        }
+        return run_id, {k: float(v) for k, v in tracking.client.get_run(run_id).data.metrics.items()}
 
-    run_id, baselines = retrying(details, tracking.retry, f"read {name} v{version}", tracking.tracking_uri)
+    run_id, metrics = retrying(details, tracking.retry, f"read {name} v{version}", tracking.tracking_uri)
     reference = tracking.load_reference(run_id) if run_id else None
-    return Champion(name, version, run_id, reference, baselines)
+    return Champion(
+        name,
+        version,
+        run_id,
+        reference,
+        _prefixed(metrics, "holdout.", METRIC_NAMES),
+        importance=_prefixed(metrics, IMPORTANCE_PREFIX, None),
+        estimated=_prefixed(metrics, ESTIMATED_PREFIX, METRIC_NAMES),
+    )
+
+
+def _prefixed(metrics: Mapping[str, float], prefix: str, names: Sequence[str] | None) -> dict[str, float]:
+    """The metrics under `prefix`, by the rest of their key (only `names`, when given)."""
+    return {
+        k[len(prefix) :]: v
+        for k, v in metrics.items()
+        if k.startswith(prefix) and (names is None or k[len(prefix) :] in names)
+    }
 
 
 @dataclass
@@ -122,6 +180,7 @@ class Checks:
     drift: DriftResult | None = None
     quality: QualityResult | None = None
     prediction: PredictionDrift | None = None
+    estimated: EstimatedQuality | None = None
     critical: list[str] = field(default_factory=list)
     insufficient: dict[str, str] = field(default_factory=dict)
 
@@ -190,6 +249,14 @@ def run_checks(
             )
         except InsufficientData as exc:
             out.insufficient["drift"] = f"{exc} ({current.total_rows} production rows in the window)"
+        if out.drift is not None and mon.drift.weighting == "importance":
+            if champion.importance:
+                out.drift = weigh(out.drift, champion.importance)
+            else:
+                notes.append(
+                    f"drift judged by the plain share: champion v{champion.version} has no logged importance "
+                    "(trained before it was logged)"
+                )
     if "predictions" not in mon.sources:
         notes.append("quality not checked: it needs predictions among monitor.sources")
     else:
@@ -206,6 +273,11 @@ def run_checks(
                 )
             out.insufficient["quality"] = f"{exc}{detail}"
     _check_predictions(cfg, ds, champion, current, out, notes)
+    if mon.estimated_quality.enabled:
+        try:
+            out.estimated = assess_estimated(current.rows, cfg, champion.estimated, champion.version)
+        except InsufficientData as exc:
+            notes.append(f"estimated quality not judged: {exc}")
     blocker = cooldown_blocker(ds, previous, mon.retrain.cooldown_days)
     out.decision = decide(
         cfg,
@@ -216,6 +288,7 @@ def run_checks(
         train_active=train_active,
         notes=notes,
         prediction=out.prediction,
+        estimated=out.estimated,
     )
     return out
 
@@ -280,6 +353,8 @@ def monitor_step(
     champion = champion_of(tracking, name)
     previous = previous_retrains(tracking, experiment_id, cfg.name, run_id) if champion is not None else []
     checks = run_checks(lake, cfg, ds, champion, previous, train_active)
+    record = alarm_record(tracking, cfg)
+    checks.decision.reasons.append(record.line())
     decision, current, drift, quality = checks.decision, checks.current, checks.drift, checks.quality
     context: dict[str, str | Link] = {
         "Pipeline": cfg.name,
@@ -293,7 +368,9 @@ def monitor_step(
     if (links or {}).get("Lifecycle"):
         context["Lifecycle"] = Link(f"lifecycle of {cfg.name}", (links or {})["Lifecycle"])
     prediction = checks.prediction
-    page = render_monitor_html(cfg, ds, decision, context, current, drift, quality, checks.critical, prediction)
+    page = render_monitor_html(
+        cfg, ds, decision, context, current, drift, quality, checks.critical, prediction, checks.estimated
+    )
     lake.write_text(report_uri, page)
     result: dict[str, Any] = {
         "pipeline": cfg.name,
@@ -314,11 +391,13 @@ def monitor_step(
         "drift": drift.to_dict() if drift is not None else None,
         "quality": quality.to_dict() if quality is not None else None,
         "prediction_drift": prediction.to_dict() if prediction is not None else None,
+        "estimated_quality": checks.estimated.to_dict() if checks.estimated is not None else None,
+        "alarm_record": {"retrains": record.retrains, "promoted": record.promoted, "share": record.share},
         "rows": len(current.rows) if current is not None else 0,
         "rows_seen": dict(current.rows_seen) if current is not None else {},
         "metric_step": metric_step(ds),
     }
-    _log_run(tracking, run_id, cfg, ds, result, current, drift, quality, champion, prediction)
+    _log_run(tracking, run_id, cfg, ds, result, current, drift, quality, champion, prediction, checks.estimated)
     return result
 
 
@@ -333,6 +412,7 @@ def _log_run(
     quality: QualityResult | None,
     champion: Champion | None,
     prediction: PredictionDrift | None = None,
+    estimated: EstimatedQuality | None = None,
 ) -> None:
     """Figures as metrics at step = days since 1970-01-01 of `ds`; outcome and retrain as tags (the cool-down
     reads `mlops.retrain_triggered` and `mlops.monitor_ds`); the summary as monitor/summary.json."""
@@ -341,7 +421,11 @@ def _log_run(
         "alarm.drift": float("drift" in result["alarms"]),
         "alarm.quality": float("quality" in result["alarms"]),
         "alarm.prediction_drift": float("prediction_drift" in result["alarms"]),
+        "alarm.estimated_quality": float("estimated_quality" in result["alarms"]),
         "rows.current": float(result["rows"]),
+        "alarms.retrains": float(result["alarm_record"]["retrains"]),
+        "alarms.promoted": float(result["alarm_record"]["promoted"]),
+        "alarms.promoted_share": result["alarm_record"]["share"],
     }
     if current is not None:
         metrics.update({f"rows.{s}": float(n) for s, n in current.rows_seen.items()})
@@ -360,6 +444,7 @@ def _log_run(
                 "drift.share": drift.share,
                 "drift.drifted": float(drift.drifted),
                 "drift.columns_drifted": float(len(drift.drifted_columns)),
+                "drift.weighted_share": drift.weighted_share,
             }
         )
         metrics.update({metric_key("drift.score", c): col.score for c, col in drift.columns.items()})
@@ -368,6 +453,15 @@ def _log_run(
         metrics["prediction_drift.drifted"] = float(prediction.drifted)
         metrics.update(
             {metric_key("prediction_drift.score", c): col.score for c, col in prediction.drift.columns.items()}
+        )
+    if estimated is not None:
+        metrics.update(
+            {
+                metric_key("estimated_quality", estimated.metric): estimated.value,
+                "estimated_quality.baseline": estimated.baseline,
+                "estimated_quality.drop": estimated.drop,
+                "estimated_quality.rows": float(estimated.rows),
+            }
         )
     if quality is not None:
         metrics.update({metric_key("quality", m): v for m, v in quality.metrics.items()})

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from airflow_mlops.config.train import METRIC_NAMES
-from airflow_mlops.core.monitor.decision import fmt, quality_reason
+from airflow_mlops.core.monitor.decision import estimated_reason, fmt, quality_reason
 from airflow_mlops.core.report import Link, Section, Table, Verdict, render_report
 
 if TYPE_CHECKING:
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from airflow_mlops.core.monitor.current import CurrentData
     from airflow_mlops.core.monitor.decision import Decision
     from airflow_mlops.core.monitor.drift import DriftResult
+    from airflow_mlops.core.monitor.estimate import EstimatedQuality
     from airflow_mlops.core.monitor.prediction import PredictionDrift
     from airflow_mlops.core.monitor.quality import QualityResult
 
@@ -30,9 +31,10 @@ def render_monitor_html(
     quality: QualityResult | None,
     critical: Sequence[str],
     prediction: PredictionDrift | None = None,
+    estimated: EstimatedQuality | None = None,
 ) -> str:
-    """The monitor's page: verdict and reasons, drift per column, prediction drift, quality, rows read, then
-    Evidently's report."""
+    """The monitor's page: verdict and reasons, drift per column, prediction drift, estimated quality, quality,
+    rows read, then Evidently's report."""
     label = decision.outcome.replace("_", " ").upper()
     summary = decision.reasons[0] if decision.reasons else decision.outcome
     if decision.retrain:
@@ -44,6 +46,12 @@ def render_monitor_html(
     sections = [Section(title="Decision", text="\n\n".join(decision.reasons), status=status)]
     if drift is not None:
         cols = list(drift.columns.items())
+        weighted = drift.weighted_share is not None
+        counted = (
+            f"of the champion's importance ({drift.weighted_share:.0%} now; plain share {drift.share:.0%})"
+            if weighted
+            else "of the columns"
+        )
         sections.append(
             Section(
                 title=f"Drift per column ({len(drift.drifted_columns)} of {len(cols)} drifted)",
@@ -51,10 +59,12 @@ def render_monitor_html(
                 text=(
                     f"Reference: {drift.rows_reference} rows of the champion's training days; current: "
                     f"{drift.rows_current} sampled production rows. Drift of the data when at least "
-                    f"{drift.share_threshold:.0%} of the columns drift, or a critical column does."
+                    f"{drift.share_threshold:.0%} {counted} drift, or a critical column does."
+                    + ("" if cfg.monitor.drift.alarm else " Reported only: monitor.drift.alarm is false.")
                 ),
                 table=Table(
-                    headers=("Drifted", "Column", "Method", "Score", "Threshold", "Critical"),
+                    headers=("Drifted", "Column", "Method", "Score", "Threshold", "Critical")
+                    + (("Weight",) if weighted else ()),
                     rows=[
                         (
                             "DRIFT" if c.drifted else "no",
@@ -64,6 +74,7 @@ def render_monitor_html(
                             fmt(c.threshold),
                             "yes" if name in critical else "",
                         )
+                        + ((f"{drift.weights.get(name, 0.0):.0%}",) if weighted else ())
                         for name, c in cols
                     ],
                     statuses=["fail" if c.drifted else "pass" for _, c in cols],
@@ -72,6 +83,16 @@ def render_monitor_html(
         )
     if prediction is not None:
         sections.append(_prediction_section(prediction, cfg.monitor.prediction_drift.alarm))
+    if estimated is not None:
+        sections.append(
+            Section(
+                title=f"Estimated quality ({estimated.rows} unlabelled rows)",
+                status="fail" if estimated.degraded else "pass",
+                text=estimated_reason(estimated)
+                + ". Estimated from the champion's own probabilities (confidence-based): it sees inputs moving to"
+                " where the model is unsure, not a changed relation between inputs and outcome.",
+            )
+        )
     if quality is not None:
         names = [m for m in METRIC_NAMES if m in quality.metrics]
         sections.append(

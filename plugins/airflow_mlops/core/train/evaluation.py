@@ -315,6 +315,10 @@ def fmt(value: float | None, digits: int = 4) -> str:
 # Importance ------------------------------------------------------------------------------------------------
 
 
+IMPORTANCE_PREFIX = "importance."
+"""Training-run metrics holding the permutation importance of each feature column: `importance.<column>`."""
+
+
 def feature_importance(
     model: Any,
     holdout: pd.DataFrame,

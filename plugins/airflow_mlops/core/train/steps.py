@@ -12,7 +12,8 @@ from typing import Any
 from airflow_mlops.config import PipelineConfig
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.current import reference_sample
-from airflow_mlops.core.registry.tracking import Lineage, LoggedModelInfo, RunTags, Tracking
+from airflow_mlops.core.monitor.estimate import holdout_estimates
+from airflow_mlops.core.registry.tracking import Lineage, LoggedModelInfo, RunTags, Tracking, metric_key
 from airflow_mlops.core.train import card as cards
 from airflow_mlops.core.train import evaluation as evals
 from airflow_mlops.core.train import training as tr
@@ -121,6 +122,11 @@ def _evaluate(
         task=cfg.train.task,
     )
     decision = evals.decide(challenger, champion, cfg.train.gates, force)
+    # For the monitor, once this version is champion: how much it leans on each column (monitor.drift.weighting)
+    # and its metric as estimated from its own probabilities on this holdout (monitor.estimated_quality).
+    for_monitor = {evals.IMPORTANCE_PREFIX + metric_key(c): v for c, v in importance.items()}
+    for_monitor |= holdout_estimates(challenger_model, holdout, spec.columns, cfg)
+    tracking.log_metrics(run_id, for_monitor)
     tracking.log_evaluation(run_id, challenger, "holdout")
     if champion is not None:
         tracking.log_evaluation(run_id, champion, "champion.holdout")

@@ -316,6 +316,96 @@ def test_moved_outputs_are_reported_and_alarm_only_when_configured(lake: Lake, c
     assert metrics["prediction_drift.score"] > 0.1
 
 
+# Alarms that matter: importance-weighted drift, estimated quality ----------------------------------------
+
+
+def test_the_champion_carries_the_importance_and_holdout_estimate_logged_at_training(champion: Champion) -> None:
+    found = mon.champion_of(champion.tracking, champion.cfg.train.model_name(champion.cfg.name))
+    assert found is not None and found.version == champion.version
+    # The synthetic label rises most with a late hour and carrier B6; temp plays no part in it.
+    assert set(found.importance) == set(champion.spec.columns)
+    assert min(found.importance["hour"], found.importance["carrier"]) > 0.03
+    assert abs(found.importance["temp"]) < 0.01
+    # The estimate from its own probabilities lands near the holdout's true figure (the model is calibrated).
+    assert found.estimated["roc_auc"] == pytest.approx(champion.holdout_auc, abs=0.05)
+
+
+def test_importance_weighting_ignores_drift_of_a_column_the_champion_does_not_use(
+    lake: Lake, champion: Champion
+) -> None:
+    drift = {"columns": ["temp", "carrier", "hour"], "critical": [], "share_threshold": 0.3}
+    write_window(lake, champion, champion.cfg, temp_sds=0.5, requests_per_day=0)
+    plain = run_monitor(lake, champion, with_monitor(champion, drift=drift))
+    assert plain["alarms"] == ["drift"] and plain["drift"]["drifted_columns"] == ["temp"]  # 1 of 3: 33% >= 30%
+
+    weighted = run_monitor(lake, champion, with_monitor(champion, drift={**drift, "weighting": "importance"}))
+    assert weighted["alarms"] == [] and weighted["retrain"] is False and weighted["outcome"] == "ok"
+    assert weighted["drift"]["drifted_columns"] == ["temp"] and weighted["drift"]["weighted_share"] < 0.05
+    assert any("weighted by the champion's importance" in r for r in weighted["reasons"])
+    metrics = champion.tracking.client.get_run(weighted["mlflow_run_id"]).data.metrics
+    assert metrics["drift.weighted_share"] == pytest.approx(weighted["drift"]["weighted_share"])
+    page = lake.read_text(weighted["report_uri"])
+    assert "<th>Weight</th>" in page and "of the champion&#x27;s importance" in page
+
+
+def test_importance_weighting_alarms_on_a_column_the_champion_leans_on(lake: Lake, champion: Champion) -> None:
+    drift = {"columns": ["temp", "carrier", "hour"], "critical": [], "weighting": "importance"}
+    cfg = with_monitor(champion, drift=drift)
+    write_window(lake, champion, cfg, b6_share=0.4, requests_per_day=0)
+    result = run_monitor(lake, champion, cfg)
+    assert "drift" in result["alarms"] and result["retrain"] is True
+    assert result["drift"]["drifted_columns"] == ["carrier"] and result["drift"]["weighted_share"] > 0.3
+
+
+def test_plain_drift_can_be_reported_only(lake: Lake, champion: Champion) -> None:
+    cfg = with_monitor(champion, drift={"columns": ["temp", "carrier", "hour"], "critical": ["temp"], "alarm": False})
+    write_window(lake, champion, cfg, temp_sds=0.5, requests_per_day=0)
+    result = run_monitor(lake, champion, cfg)
+    assert result["drift"]["drifted"] is True and result["alarms"] == [] and result["retrain"] is False
+    assert any(r.endswith("(reported only: monitor.drift.alarm is false)") for r in result["reasons"])
+
+
+def test_outputs_squeezed_towards_uncertainty_are_an_estimated_quality_drop(lake: Lake, champion: Champion) -> None:
+    estimated = {"enabled": True, "max_drop": 0.03, "min_rows": 500}
+    triggers = {"triggers": ["drift", "quality", "estimated_quality"], "cooldown_days": 3}
+    drift = {"columns": ["temp", "carrier", "hour"], "critical": ["temp"]}
+    cfg = with_monitor(champion, drift=drift, estimated_quality=estimated, retrain=triggers)
+    write_window(lake, champion, cfg, requests_per_day=0)
+    calm = run_monitor(lake, champion, cfg)
+    assert calm["outcome"] == "ok" and calm["estimated_quality"]["degraded"] is False
+    assert abs(calm["estimated_quality"]["drop"]) < 0.03
+
+    # The champion grows unsure of every row (its outputs pulled towards 0.5, order kept): without a single label
+    # its expected ROC AUC falls.
+    for ds in WINDOW:
+        uri = lake.uri(paths.predictions(cfg.name, ds))
+        part = lake.read_parquet(uri)
+        lake.write_parquet(uri, part.assign(prediction=0.5 + 0.2 * (part["prediction"] - 0.5)))
+    for ds in WINDOW:  # and no outcome has landed: the quality check cannot see it
+        lake.delete(lake.uri(paths.labels_partition(cfg.name, ds)))
+    result = run_monitor(lake, champion, cfg)
+    assert result["outcome"] == "estimated_drop" and result["alarms"] == ["estimated_quality"]
+    assert result["retrain"] is True and result["retrain_reason"].startswith("monitor: estimated quality drop: roc_auc")
+    assert result["estimated_quality"]["drop"] > 0.05 and result["estimated_quality"]["rows"] >= 500
+    metrics = champion.tracking.client.get_run(result["mlflow_run_id"]).data.metrics
+    assert metrics["alarm.estimated_quality"] == 1 and metrics["estimated_quality.drop"] > 0.05
+    assert "Estimated quality (" in lake.read_text(result["report_uri"])
+
+
+def test_the_alarm_record_counts_the_retrains_the_monitor_triggered_that_passed_the_gates(champion: Champion) -> None:
+    cfg, client = champion.cfg, champion.tracking.client
+    assert mon.alarm_record(champion.tracking, cfg).retrains == 0  # the fixture's run was asked for by hand
+    experiment_id = client.get_experiment_by_name(cfg.name).experiment_id
+    for outcome in ("passed", "failed", "forced", None):  # None: still training
+        tags = {"mlops.reason": "monitor 2013-03-27: drift: 1 of 3 columns drifted (report file:///r.html)"}
+        client.create_run(experiment_id, tags=tags | ({"mlops.gate_outcome": outcome} if outcome else {}))
+    record = mon.alarm_record(champion.tracking, cfg)
+    assert (record.retrains, record.promoted) == (3, 1) and record.share == pytest.approx(1 / 3)
+    assert record.line() == (
+        "alarms followed by a promoted model: 1 of the 3 retrain(s) the monitor triggered passed the gates (33%)"
+    )
+
+
 # Quality ----------------------------------------------------------------------------------------------------
 
 
