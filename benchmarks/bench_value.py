@@ -2,7 +2,7 @@
 
 Run from the repo root: `.venv/bin/python benchmarks/bench_value.py [--pipeline flight_delays] [--start 2013-01-01]
 [--end 2013-06-30] [--warmup-days 45] [--cache DIR] [--search] [--every 7] [--variant LABEL:KEY=VALUE,...]
-[--verbose]`.
+[--split 2013-04-01] [--plot PATH] [--verbose]`.
 
 The days of a shipped pipeline (--pipeline: flight_delays, or nyc_weather, any train.task) are landed with the
 demo feeder and ingested (GX validation included) into a local lake (a temp folder, or --cache to keep it for
@@ -20,7 +20,10 @@ Models are trained with training.fit on cfg.train (no search unless --search); w
 --start; each is checked against train.task (check_model) and scores as the score DAG does (model_scores /
 predict_frame of core.train.tasks). Quality in production: the primary metric (train.metric.primary, compared in
 its better direction) of each day's labelled rows as scored by the model in production that day, pooled per ISO
-week. Extra columns (--every, --variant) are labelled as such. With --cache, finished strategies are kept under
+week; --split also reports the weeks before and from a day apart (settings chosen on the first span, judged on
+the second), --plot draws the weeks. For a monitor loop, "alarms -> promoted share" is the share of the retrains
+its alarms asked for that passed the gates: a retrain no better than the champion counts against the alarm.
+Extra columns (--every, --variant) are labelled as such. With --cache, finished strategies are kept under
 DIR/bench_value_runs and reused by an identical rerun (delete that folder after changing core code). Figures only,
 no asserts; the thresholds are the config's unless a --variant says otherwise.
 """
@@ -390,13 +393,13 @@ def _figures(checked: Checked) -> str:
         crit = f", critical {','.join(d.critical_drifted)}" if d.critical_drifted else ""
         weighted = f", weighted share {d.weighted_share:.2f}" if d.weighted_share is not None else ""
         parts.append(f"drift {len(d.drifted_columns)}/{len(d.columns)} columns{crit}{weighted}")
-    if getattr(checked, "estimated", None) is not None:
-        e = checked.estimated
-        parts.append(f"estimated {e.metric} {e.value:.3f} vs holdout estimate {e.baseline:.3f}")
     elif checked.how != "run_checks":
         parts.append("drift not checked (not a trigger)")
     else:
         parts.append("drift n/a")
+    if getattr(checked, "estimated", None) is not None:
+        e = checked.estimated
+        parts.append(f"estimated {e.metric} {e.value:.3f} vs holdout estimate {e.baseline:.3f}")
     if checked.quality is not None:
         q = checked.quality
         parts.append(f"{q.metric} {q.value:.3f} vs holdout {q.baseline:.3f} on {q.rows} rows")

@@ -100,6 +100,8 @@ def test_a_regression_page_plots_prediction_drift_and_rmse_the_right_way_up(airf
     name, history = regression
     page = get(airflow_api, name).text
     assert page.count("<svg") == 4 and "No prediction drift recorded" not in page
+    assert "Alarms followed by a promoted model: <b>4 of 8</b> retrain(s) the monitor triggered" in page
+    assert "weighted by importance" in page and "estimated (no labels)" not in page
     chart = page[page.index("Prediction drift score of the champion") :]
     chart = chart[: chart.index("</svg>")]
     # one line per stretch of days with a score: the first days predate prediction drift and have none

@@ -105,6 +105,14 @@ class MonitorPoint:
     """Drift score of the champion's output on the window against its reference (None: not measured, or the
     run predates it)."""
     prediction_drifted: bool | None = None
+    weighted_share: float | None = None
+    """Drift share weighted by the champion's importance (monitor.drift.weighting: importance)."""
+    estimated: float | None = None
+    """The primary metric estimated from the champion's probabilities on the window (no labels needed)."""
+    estimated_baseline: float | None = None
+    alarm_retrains: float | None = None
+    """Retrains the monitor had triggered and the gates had decided by this run, and how many passed them."""
+    alarm_promoted: float | None = None
 
 
 @dataclass(frozen=True)
@@ -288,6 +296,11 @@ def _monitor_point(run: Any, cfg: PipelineConfig) -> MonitorPoint | None:
         run=_run_ref(run),
         prediction_drift=_float(metrics.get("prediction_drift.score")),
         prediction_drifted=None if drifted is None else drifted > 0,
+        weighted_share=_float(metrics.get("drift.weighted_share")),
+        estimated=_float(metrics.get(metric_key("estimated_quality", cfg.train.metric.primary))),
+        estimated_baseline=_float(metrics.get("estimated_quality.baseline")),
+        alarm_retrains=_float(metrics.get("alarms.retrains")),
+        alarm_promoted=_float(metrics.get("alarms.promoted")),
     )
 
 

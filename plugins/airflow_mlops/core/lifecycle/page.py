@@ -309,12 +309,10 @@ def _charts(points: Sequence[MonitorPoint], primary: str) -> str:
     if not points:
         return "<p>No monitor run yet.</p>"
     marks = svg.Marks(alarms=[p.ds for p in points if p.alarms], retrains=[p.ds for p in points if p.retrain])
-    share = svg.line_chart(
-        "Share of drifted columns",
-        [svg.Series("drift share", [(p.ds, p.drift_share) for p in points])],
-        marks,
-        (0.0, 1.0),
-    )
+    shares = [svg.Series("drift share", [(p.ds, p.drift_share) for p in points])]
+    if any(p.weighted_share is not None for p in points):
+        shares.append(svg.Series("weighted by importance", [(p.ds, p.weighted_share) for p in points]))
+    share = svg.line_chart("Share of drifted columns", shares, marks, (0.0, 1.0))
     latest = next((p.column_scores for p in reversed(points) if p.column_scores), {})
     top = sorted(latest, key=lambda c: -latest[c])[:TOP_COLUMNS]
     columns = svg.line_chart(
@@ -328,10 +326,31 @@ def _charts(points: Sequence[MonitorPoint], primary: str) -> str:
         [
             svg.Series(f"{primary} (production)", [(p.ds, p.quality) for p in points]),
             svg.Series("champion holdout", [(p.ds, p.baseline) for p in points], dashed=True, color="#7f7f7f"),
-        ],
+        ]
+        + (
+            [
+                svg.Series(f"{primary} estimated (no labels)", [(p.ds, p.estimated) for p in points]),
+                svg.Series("holdout estimate", [(p.ds, p.estimated_baseline) for p in points], dashed=True),
+            ]
+            if any(p.estimated is not None for p in points)
+            else []
+        ),
         marks,
     )
-    return share + _prediction_chart(points, marks) + columns + quality
+    return _alarm_record(points) + share + _prediction_chart(points, marks) + columns + quality
+
+
+def _alarm_record(points: Sequence[MonitorPoint]) -> str:
+    """How the monitor's retrains turned out, as of its latest run: a retrain that did not pass the gates counts
+    against the alarm that asked for it."""
+    latest = next((p for p in reversed(points) if p.alarm_retrains is not None), None)
+    if latest is None or not latest.alarm_retrains:
+        return ""
+    retrains, promoted = int(latest.alarm_retrains), int(latest.alarm_promoted or 0)
+    return (
+        f"<p>Alarms followed by a promoted model: <b>{promoted} of {retrains}</b> retrain(s) the monitor triggered "
+        f"passed the gates ({promoted / retrains:.0%}), as of {_e(latest.ds)}.</p>"
+    )
 
 
 def _prediction_chart(points: Sequence[MonitorPoint], marks: svg.Marks) -> str:

@@ -121,3 +121,8 @@ def test_prediction_drift_and_a_regression_metric_are_read_where_the_monitor_log
     assert [p.ds for p in data.monitoring if p.prediction_drifted] == written.prediction_drifted != []
     assert [p.prediction_drifted for p in data.monitoring[:3]] == [None, None, None]
     assert data.monitoring[0].quality == pytest.approx(0.68) and data.monitoring[0].baseline == pytest.approx(0.71)
+    first, last = data.monitoring[0], data.monitoring[-1]
+    assert first.weighted_share is None and first.alarm_retrains is None  # older runs predate them
+    assert last.weighted_share == pytest.approx(last.drift_share / 2)
+    assert (last.alarm_retrains, last.alarm_promoted) == (8.0, 4.0)
+    assert last.estimated is None  # a regression has no probabilities to estimate from
