@@ -8,9 +8,11 @@ from datetime import date
 
 import pytest
 
+from airflow_mlops.settings import ENV_PIPELINES_DIR
 from airflow_mlops.stack import demo, supervisor
 from airflow_mlops.stack.control import down
 from airflow_mlops.stack.settings import StackConfig, clean_environ
+from tests.fixtures.stack_pipelines import plain_drift_pipelines
 
 PIPELINE = "flight_delays"
 OTHER = "nyc_weather"
@@ -25,8 +27,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
     """A stack in a temp state folder on free ports, isolated from the test session's Airflow settings; one per
     session: the modules that need a running stack share it (one full stack costs minutes on 2 cores)."""
     state = tmp_path_factory.mktemp("stack")
+    pipelines = plain_drift_pipelines(tmp_path_factory.mktemp("pipelines"))
     cfg = StackConfig.load(
-        environ=clean_environ(os.environ),
+        environ={**clean_environ(os.environ), ENV_PIPELINES_DIR: str(pipelines)},
         overrides={
             "MLOPS_STATE_DIR": str(state),
             "MLOPS_LAKE_ROOT": "",

@@ -15,12 +15,14 @@ from typing import Any
 import pytest
 
 from airflow_mlops.config import pipeline_by_name
+from airflow_mlops.settings import ENV_PIPELINES_DIR
 from airflow_mlops.stack import backends, control, demo, supervisor
 from airflow_mlops.stack.airflow_api import AirflowApi, api_for, run_days, summarize_runs
 from airflow_mlops.stack.health import http_json
 from airflow_mlops.stack.runs import settle, wait_for_dag
 from airflow_mlops.stack.settings import StackConfig, Worker, clean_environ
 from tests.fixtures.s3 import FAKE_CREDENTIALS
+from tests.fixtures.stack_pipelines import plain_drift_pipelines
 from tests.fixtures.stall_proxy import StallingProxy
 
 PIPELINE = "flight_delays"
@@ -70,8 +72,9 @@ def dstack(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tag = uuid.uuid4().hex[:10]
     moto_port = int(s3_server.rsplit(":", 1)[1])
     proxy = StallingProxy(("127.0.0.1", moto_port))
+    pipelines = plain_drift_pipelines(tmp_path_factory.mktemp("pipelines"))
     cfg = StackConfig.load(
-        environ=clean_environ(os.environ),
+        environ={**clean_environ(os.environ), ENV_PIPELINES_DIR: str(pipelines)},
         overrides={
             "MLOPS_STACK_PROFILE": "distributed",
             "MLOPS_STATE_DIR": str(tmp_path_factory.mktemp("dstack")),
