@@ -42,15 +42,18 @@ def expected_metrics(
         return {}
     rng = np.random.default_rng(seed)
     values: dict[str, list[float]] = {}
+    proba = np.nan_to_num(scores.astype("float64"), nan=0.0)
+    if task == "binary":
+        proba = np.clip(proba, 0.0, 1.0)
+    else:  # each row's cumulative class probabilities: a uniform draw below the k-th bound picks class k
+        cumulative = np.cumsum(proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12), axis=1)
+        names = np.asarray([str(c) for c in classes], dtype=object)
     for _ in range(draws):
         if task == "binary":
-            p = np.clip(np.nan_to_num(scores.astype("float64"), nan=0.0), 0.0, 1.0)
-            labels: np.ndarray = (rng.random(len(p)) < p).astype("int8")
+            labels: np.ndarray = (rng.random(len(proba)) < proba).astype("int8")
         else:
-            proba = np.nan_to_num(scores.astype("float64"), nan=0.0)
-            cumulative = np.cumsum(proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-12), axis=1)
             picked = np.minimum((rng.random((len(proba), 1)) > cumulative).sum(axis=1), len(classes) - 1)
-            labels = np.asarray([str(c) for c in classes], dtype=object)[picked]
+            labels = names[picked]
         for name, value in compute_metrics(labels, scores, threshold, task, classes).items():
             values.setdefault(name, []).append(value)
     return {
