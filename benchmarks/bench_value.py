@@ -573,9 +573,10 @@ def plot(cfg: PipelineConfig, runs: Sequence[Run], days: Sequence[Day], path: Pa
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.dates import date2num
 
     def x(ds: str) -> float:
-        return x(ds)  # type: ignore[no-untyped-call]
+        return float(date2num(date.fromisoformat(ds)))  # type: ignore[no-untyped-call]
 
     weeks = iso_weeks(days)
     starts = [x(members[0].ds) for members in weeks.values()]
