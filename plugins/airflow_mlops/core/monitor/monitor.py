@@ -21,6 +21,7 @@ from airflow_mlops.core.monitor.estimate import ESTIMATED_PREFIX, EstimatedQuali
 from airflow_mlops.core.monitor.prediction import PredictionDrift, detect_prediction_drift
 from airflow_mlops.core.monitor.quality import QualityResult, assess_quality
 from airflow_mlops.core.monitor.report import render_monitor_html
+from airflow_mlops.core.registry.tags import GATE_OUTCOME
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
 from airflow_mlops.core.report import Link
 from airflow_mlops.core.train import training as tr
@@ -116,7 +117,7 @@ def alarm_record(tracking: Tracking, cfg: PipelineConfig) -> AlarmRecord:
         runs = tracking.client.search_runs(
             [found.experiment_id], filter_string="tags.`mlops.reason` LIKE 'monitor ____-__-__: %'", max_results=5000
         )
-        outcomes = [r.data.tags.get(f"{TAG_PREFIX}gate_outcome") for r in runs]
+        outcomes = [r.data.tags.get(GATE_OUTCOME) for r in runs]
         return AlarmRecord(sum(o is not None for o in outcomes), sum(o == "passed" for o in outcomes))
 
     return retrying(search, tracking.retry, f"read the retrains {cfg.name}'s monitor triggered", tracking.tracking_uri)

@@ -18,6 +18,7 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 MODEL_NAME = "model"
 GATE_PASSED = f"{TAG_PREFIX}gate_passed"
+GATE_OUTCOME = f"{TAG_PREFIX}gate_outcome"
 """Version tag: "true" when the version passed every quality gate (the model server serves it without an approval)."""
 MAX_DESCRIPTION_CHARS = 5000  # model_versions.description is VARCHAR(5000) on PostgreSQL/MySQL
 MAX_INPUT_TAG_CHARS = 500
@@ -81,7 +82,7 @@ class Lineage:
 def decision_tags(decision: GateDecision) -> dict[str, str]:
     """Gate outcome, reason, each gate and any force (who, why) as tags."""
     tags = {
-        f"{TAG_PREFIX}gate_outcome": decision.outcome,
+        GATE_OUTCOME: decision.outcome,
         GATE_PASSED: str(decision.passed).lower(),
         f"{TAG_PREFIX}first_run": str(decision.first_run).lower(),
         f"{TAG_PREFIX}gate_reason": decision.reason,
