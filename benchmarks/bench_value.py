@@ -283,7 +283,7 @@ def monitor_day(
     from airflow_mlops.core.monitor.current import load_current
     from airflow_mlops.core.monitor.decision import cooldown_blocker, decide
     from airflow_mlops.core.monitor.drift import InsufficientData
-    from airflow_mlops.core.monitor.monitor import run_checks
+    from airflow_mlops.core.monitor.monitor import champion_age, run_checks
     from airflow_mlops.core.monitor.quality import assess_quality
 
     mon = cfg.monitor
@@ -298,7 +298,8 @@ def monitor_day(
     except InsufficientData as exc:
         insufficient["quality"] = str(exc)
     blocker = cooldown_blocker(ds, previous, mon.retrain.cooldown_days)
-    decision = decide(cfg, None, quality, insufficient, blocker=blocker, train_active=False)
+    age = champion_age(cfg, ds, champion, [])
+    decision = decide(cfg, None, quality, insufficient, blocker=blocker, train_active=False, age=age)
     return Checked(decision, None, quality, "quality only")
 
 
@@ -350,7 +351,7 @@ def run_monitor(
         started = time.perf_counter()
         current = Champion(
             name, champion.version, None, champion.reference, champion.baselines, champion.importance,
-            champion.estimated,
+            champion.estimated, champion.end_ds,
         )  # fmt: skip
         checked = monitor_day(lake, cfg, day.ds, current, previous)
         seconds["monitor"] += time.perf_counter() - started
@@ -680,7 +681,8 @@ def main() -> None:
         f"{f' (per column {mon.drift.thresholds})' if mon.drift.thresholds else ''}, "
         f"critical {mon.drift.critical}, share_threshold {mon.drift.share_threshold}; quality max_drop "
         f"{mon.quality.max_drop}, label_delay {mon.quality.label_delay_days} d, min_rows {mon.quality.min_rows}; "
-        f"triggers {mon.retrain.triggers}, cooldown {mon.retrain.cooldown_days} d; "
+        f"triggers {mon.retrain.triggers}, cooldown {mon.retrain.cooldown_days} d, "
+        f"max_age {mon.retrain.max_age_days} d; "
         f"gates {'off' if args.no_gates else 'on (train.gates)'}"
     )
 

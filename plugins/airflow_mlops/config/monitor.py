@@ -24,14 +24,14 @@ DriftMethod = Literal[
     "TVD",
     "z",
 ]
-RetrainTrigger = Literal["drift", "quality", "prediction_drift", "estimated_quality"]
+RetrainTrigger = Literal["drift", "quality", "prediction_drift", "estimated_quality", "age"]
 DriftWeighting = Literal["none", "importance"]
 MonitorSource = Literal["inference_log", "predictions"]
 _EMAIL = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+")
 
 
 def _all_triggers() -> list[RetrainTrigger]:
-    return ["drift", "quality", "prediction_drift", "estimated_quality"]
+    return ["drift", "quality", "prediction_drift", "estimated_quality", "age"]
 
 
 def _all_sources() -> list[MonitorSource]:
@@ -168,6 +168,15 @@ class RetrainConfig(Strict):
     triggers: list[RetrainTrigger] = Field(default_factory=_all_triggers, description="Which alarms trigger a retrain.")
     cooldown_days: int = Field(
         default=7, ge=0, description="No new retrain for this many days after one (one episode, one retrain)."
+    )
+    max_age_days: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Alarm `age` when the champion's training data ends this many days or more before the monitored day:"
+            " a scheduled challenger on fresh data, promoted only if it beats the champion at the gates (null:"
+            " no age alarm)."
+        ),
     )
 
 

@@ -115,7 +115,7 @@ CSS = (
 .state{display:inline-block;padding:1px 8px;border-radius:10px;font-size:.8rem;background:#eceef2}
 .state.success,.state.passed,.state.ok{background:#e3f6e8;color:#1b5e20}
 .state.failed,.state.fail,.state.drift,.state.quality_drop,.state.estimated_drop{background:#fde8e8;color:#b71c1c}
-.state.running,.state.queued,.state.deferred,.state.forced{background:#fff4e0;color:#8a5300}
+.state.running,.state.queued,.state.deferred,.state.forced,.state.stale{background:#fff4e0;color:#8a5300}
 .attention{border-left:5px solid #c62828}
 nav.crumbs{margin-bottom:12px;font-size:.9rem}
 td.num{font-variant-numeric:tabular-nums;white-space:nowrap}

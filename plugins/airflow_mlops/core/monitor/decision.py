@@ -14,7 +14,32 @@ if TYPE_CHECKING:
     from airflow_mlops.core.monitor.prediction import PredictionDrift
     from airflow_mlops.core.monitor.quality import QualityResult
 
-Outcome = Literal["ok", "drift", "quality_drop", "estimated_drop", "insufficient_data", "no_champion"]
+Outcome = Literal["ok", "drift", "quality_drop", "estimated_drop", "stale", "insufficient_data", "no_champion"]
+
+
+@dataclass(frozen=True)
+class ChampionAge:
+    """How old the champion's data is on the monitored day, against monitor.retrain.max_age_days."""
+
+    version: str
+    trained_through: str
+    """Last day of its training window."""
+    days: int
+    """Days from that day to the monitored day."""
+    max_days: int
+
+    @property
+    def stale(self) -> bool:
+        return self.days >= self.max_days
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "trained_through": self.trained_through,
+            "days": self.days,
+            "max_days": self.max_days,
+            "stale": self.stale,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,14 @@ def estimated_reason(result: EstimatedQuality) -> str:
     )
 
 
+def age_reason(age: ChampionAge) -> str:
+    """One line on the champion's age: the last day of its data, how long ago, and the rule."""
+    head = f"champion v{age.version} trained on data through {age.trained_through}, {age.days} day(s) ago"
+    if age.stale:
+        return f"stale champion: {head} (max_age_days {age.max_days}): a challenger on fresh data is due"
+    return f"champion fresh: {head} (max_age_days {age.max_days})"
+
+
 def prediction_reason(result: PredictionDrift, alarm: bool) -> str:
     """One line on prediction drift: the outputs that moved, by how much, and whether it counts as an alarm."""
     cols = result.drift.columns
@@ -109,13 +142,16 @@ def decide(
     notes: Sequence[str] = (),
     prediction: PredictionDrift | None = None,
     estimated: EstimatedQuality | None = None,
+    age: ChampionAge | None = None,
 ) -> Decision:
     """Outcome and retrain from the checks.
 
     Outcome: quality_drop or drift when that alarm fired (quality first: it is the harm itself), else
     insufficient_data when a check could not be made (`insufficient`: check -> why), else ok. Prediction drift
     is an alarm (outcome drift) only with monitor.prediction_drift.alarm, input drift only with
-    monitor.drift.alarm; an estimated drop is the alarm estimated_quality (outcome estimated_drop). A retrain
+    monitor.drift.alarm; an estimated drop is the alarm estimated_quality (outcome estimated_drop); a champion
+    whose data ends monitor.retrain.max_age_days or more before the day is the alarm age (outcome stale, when
+    no other alarm fired: a scheduled challenger, which the gates promote only if it beats the champion). A retrain
     is wanted when an alarm is among retrain.triggers and retrain is enabled, unless a <p>__train run is
     active or an earlier monitor run triggered one within the cool-down (`blocker`: its date and run id).
     """
@@ -149,14 +185,21 @@ def decide(
         if prediction.drifted and alarm:
             alarms.append("prediction_drift")
             why["prediction_drift"] = reasons[-1]
+    if age is not None:
+        reasons.append(age_reason(age))
+        if age.stale:
+            alarms.append("age")
+            why["age"] = reasons[-1]
     reasons.extend(f"insufficient data for {check}: {why}" for check, why in insufficient.items())
     reasons.extend(notes)
     if "quality" in alarms:
         outcome: Outcome = "quality_drop"
     elif "estimated_quality" in alarms:
         outcome = "estimated_drop"
-    elif alarms:
+    elif any(a != "age" for a in alarms):
         outcome = "drift"
+    elif alarms:
+        outcome = "stale"
     else:
         outcome = "insufficient_data" if insufficient else "ok"
     retrain_cfg = cfg.monitor.retrain

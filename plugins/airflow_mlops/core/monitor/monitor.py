@@ -15,13 +15,13 @@ from airflow_mlops.config.train import METRIC_NAMES
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.monitor.current import PREDICTION, CurrentData, floats, load_current, window_days
-from airflow_mlops.core.monitor.decision import Decision, cooldown_blocker, decide
+from airflow_mlops.core.monitor.decision import ChampionAge, Decision, cooldown_blocker, decide
 from airflow_mlops.core.monitor.drift import DriftResult, InsufficientData, detect_drift, weigh
 from airflow_mlops.core.monitor.estimate import ESTIMATED_PREFIX, EstimatedQuality, assess_estimated
 from airflow_mlops.core.monitor.prediction import PredictionDrift, detect_prediction_drift
 from airflow_mlops.core.monitor.quality import QualityResult, assess_quality
 from airflow_mlops.core.monitor.report import render_monitor_html
-from airflow_mlops.core.registry.tags import GATE_OUTCOME
+from airflow_mlops.core.registry.tags import GATE_OUTCOME, WINDOW
 from airflow_mlops.core.registry.tracking import CHAMPION, TAG_PREFIX, RunTags, Tracking, metric_key, retrying
 from airflow_mlops.core.report import Link
 from airflow_mlops.core.train import training as tr
@@ -136,6 +136,8 @@ class Champion:
     """Permutation importance of each feature column on its holdout (`importance.<column>` of its run)."""
     estimated: dict[str, float] = field(default_factory=dict)
     """Metric -> its estimate from the model's own probabilities on its holdout (`estimated.holdout.<metric>`)."""
+    trained_through: str | None = None
+    """Last day of its training window (the version's `mlops.window` tag); None when it records none."""
 
 
 def champion_of(tracking: Tracking, name: str) -> Champion | None:
@@ -144,13 +146,14 @@ def champion_of(tracking: Tracking, name: str) -> Champion | None:
     if version is None:
         return None
 
-    def details() -> tuple[str | None, dict[str, float]]:
-        run_id = tracking.client.get_model_version(name, version).run_id
-        if not run_id:
-            return None, {}
-        return run_id, {k: float(v) for k, v in tracking.client.get_run(run_id).data.metrics.items()}
+    def details() -> tuple[str | None, dict[str, float], dict[str, str]]:
+        found = tracking.client.get_model_version(name, version)
+        tags = dict(found.tags or {})
+        if not found.run_id:
+            return None, {}, tags
+        return found.run_id, {k: float(v) for k, v in tracking.client.get_run(found.run_id).data.metrics.items()}, tags
 
-    run_id, metrics = retrying(details, tracking.retry, f"read {name} v{version}", tracking.tracking_uri)
+    run_id, metrics, tags = retrying(details, tracking.retry, f"read {name} v{version}", tracking.tracking_uri)
     reference = tracking.load_reference(run_id) if run_id else None
     return Champion(
         name,
@@ -160,7 +163,17 @@ def champion_of(tracking: Tracking, name: str) -> Champion | None:
         _prefixed(metrics, "holdout.", METRIC_NAMES),
         importance=_prefixed(metrics, IMPORTANCE_PREFIX, None),
         estimated=_prefixed(metrics, ESTIMATED_PREFIX, METRIC_NAMES),
+        trained_through=_window_end(tags.get(WINDOW, "")),
     )
+
+
+def _window_end(window: str) -> str | None:
+    """The last day of a `start..end` window tag; None when it is not one."""
+    end = window.partition("..")[2]
+    try:
+        return date.fromisoformat(end).isoformat()
+    except ValueError:
+        return None
 
 
 def _prefixed(metrics: Mapping[str, float], prefix: str, names: Sequence[str] | None) -> dict[str, float]:
@@ -182,6 +195,7 @@ class Checks:
     quality: QualityResult | None = None
     prediction: PredictionDrift | None = None
     estimated: EstimatedQuality | None = None
+    age: ChampionAge | None = None
     critical: list[str] = field(default_factory=list)
     insufficient: dict[str, str] = field(default_factory=dict)
 
@@ -279,6 +293,7 @@ def run_checks(
             out.estimated = assess_estimated(current.rows, cfg, champion.estimated, champion.version)
         except InsufficientData as exc:
             notes.append(f"estimated quality not judged: {exc}")
+    out.age = champion_age(cfg, ds, champion, notes)
     blocker = cooldown_blocker(ds, previous, mon.retrain.cooldown_days)
     out.decision = decide(
         cfg,
@@ -290,8 +305,22 @@ def run_checks(
         notes=notes,
         prediction=out.prediction,
         estimated=out.estimated,
+        age=out.age,
     )
     return out
+
+
+def champion_age(cfg: PipelineConfig, ds: str, champion: Champion, notes: list[str]) -> ChampionAge | None:
+    """The champion's age on `ds` when monitor.retrain.max_age_days is set (why not, into `notes`, when its
+    training window is unknown)."""
+    max_days = cfg.monitor.retrain.max_age_days
+    if max_days is None:
+        return None
+    if champion.trained_through is None:
+        notes.append(f"age not judged: champion v{champion.version} records no training window ({WINDOW})")
+        return None
+    days = (date.fromisoformat(ds) - date.fromisoformat(champion.trained_through)).days
+    return ChampionAge(champion.version, champion.trained_through, days, max_days)
 
 
 def _check_predictions(
@@ -393,6 +422,7 @@ def monitor_step(
         "quality": quality.to_dict() if quality is not None else None,
         "prediction_drift": prediction.to_dict() if prediction is not None else None,
         "estimated_quality": checks.estimated.to_dict() if checks.estimated is not None else None,
+        "champion_age": checks.age.to_dict() if checks.age is not None else None,
         "alarm_record": {"retrains": record.retrains, "promoted": record.promoted, "share": record.share},
         "rows": len(current.rows) if current is not None else 0,
         "rows_seen": dict(current.rows_seen) if current is not None else {},
@@ -423,6 +453,7 @@ def _log_run(
         "alarm.quality": float("quality" in result["alarms"]),
         "alarm.prediction_drift": float("prediction_drift" in result["alarms"]),
         "alarm.estimated_quality": float("estimated_quality" in result["alarms"]),
+        "alarm.age": float("age" in result["alarms"]),
         "rows.current": float(result["rows"]),
         "alarms.retrains": float(result["alarm_record"]["retrains"]),
         "alarms.promoted": float(result["alarm_record"]["promoted"]),
@@ -464,6 +495,8 @@ def _log_run(
                 "estimated_quality.rows": float(estimated.rows),
             }
         )
+    if result.get("champion_age"):
+        metrics["champion.age_days"] = float(result["champion_age"]["days"])
     if quality is not None:
         metrics.update({metric_key("quality", m): v for m, v in quality.metrics.items()})
         metrics.update(

@@ -37,8 +37,8 @@ def render_monitor_html(
     rows read, then Evidently's report."""
     label = decision.outcome.replace("_", " ").upper()
     summary = decision.reasons[0] if decision.reasons else decision.outcome
-    if decision.retrain:
-        summary = f"retrain triggered; {summary}"
+    if decision.retrain:  # the alarm(s) that asked for it, not the first check's line (which may be calm)
+        summary = f"retrain triggered; {decision.retrain_reason.removeprefix('monitor: ') or summary}"
     verdict = Verdict(ok=not decision.alarms, summary=summary, labels=(label, label))
     status: Literal["fail", "warn", "pass"] = (
         "fail" if decision.alarms else ("warn" if decision.outcome != "ok" else "pass")

@@ -20,6 +20,8 @@ MODEL_NAME = "model"
 GATE_PASSED = f"{TAG_PREFIX}gate_passed"
 GATE_OUTCOME = f"{TAG_PREFIX}gate_outcome"
 """Version tag: "true" when the version passed every quality gate (the model server serves it without an approval)."""
+WINDOW = f"{TAG_PREFIX}window"
+"""Run and version tag: the training window, `start..end`."""
 MAX_DESCRIPTION_CHARS = 5000  # model_versions.description is VARCHAR(5000) on PostgreSQL/MySQL
 MAX_INPUT_TAG_CHARS = 500
 MAX_RUN_TAG_CHARS = 8000
@@ -68,7 +70,7 @@ class Lineage:
             f"{TAG_PREFIX}logical_date": self.logical_date,
             f"{TAG_PREFIX}mlflow_run_id": self.mlflow_run_id,
             f"{TAG_PREFIX}content_hash": self.data.content_hash,
-            f"{TAG_PREFIX}window": f"{self.data.window_start}..{self.data.window_end}",
+            WINDOW: f"{self.data.window_start}..{self.data.window_end}",
             f"{TAG_PREFIX}partition_count": str(len(self.data.partitions)),
             f"{TAG_PREFIX}partition_ranges": partition_ranges(self.data.partitions),
             f"{TAG_PREFIX}partitions": ",".join(self.data.partitions),

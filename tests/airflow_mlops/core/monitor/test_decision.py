@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airflow_mlops.core.monitor.decision import cooldown_blocker, decide
+from airflow_mlops.core.monitor.decision import ChampionAge, cooldown_blocker, decide
 from airflow_mlops.core.monitor.drift import ColumnDrift, DriftResult
 from airflow_mlops.core.monitor.prediction import PredictionDrift
 from airflow_mlops.core.monitor.quality import QualityResult
@@ -90,3 +90,32 @@ def test_prediction_drift_is_reported_only_unless_configured_as_an_alarm() -> No
     calm = decide(triggering, None, None, {}, blocker=None, train_active=False, prediction=prediction_drift(False))
     assert calm.outcome == "ok" and not calm.retrain
     assert calm.reasons == ["no prediction drift: prediction wasserstein 0.02 (threshold 0.1)"]
+
+
+def test_a_stale_champion_is_the_age_alarm_and_any_other_alarm_outranks_it() -> None:
+    cfg = monitored_config("decide", {"retrain": {"max_age_days": 14}})
+    stale = ChampionAge("3", "2013-03-01", 14, 14)
+    alone = decide(cfg, None, None, {}, blocker=None, train_active=False, age=stale)
+    assert alone.outcome == "stale" and alone.alarms == ["age"] and alone.retrain
+    assert alone.retrain_reason == (
+        "monitor: stale champion: champion v3 trained on data through 2013-03-01, 14 day(s) ago (max_age_days 14):"
+        " a challenger on fresh data is due"
+    )
+    fresh = decide(cfg, None, None, {}, blocker=None, train_active=False, age=ChampionAge("3", "2013-03-01", 13, 14))
+    assert fresh.outcome == "ok" and not fresh.retrain
+    assert fresh.reasons == [
+        "champion fresh: champion v3 trained on data through 2013-03-01, 13 day(s) ago (max_age_days 14)"
+    ]
+
+    with_prediction = monitored_config("decide", {"prediction_drift": {"alarm": True}, "retrain": {"max_age_days": 14}})
+    both = decide(
+        with_prediction, None, None, {}, blocker=None, train_active=False, prediction=prediction_drift(True), age=stale
+    )
+    assert both.outcome == "drift" and both.alarms == ["prediction_drift", "age"]
+    # A cool-down holds the age alarm back like any other: a challenger that lost is not retried every day.
+    held = decide(cfg, None, None, {}, blocker=("2013-03-10", "abc"), train_active=False, age=stale)
+    assert held.outcome == "stale" and not held.retrain
+    # Not among the triggers: reported, no retrain.
+    untriggered = monitored_config("decide", {"retrain": {"max_age_days": 14, "triggers": ["drift", "quality"]}})
+    quiet = decide(untriggered, None, None, {}, blocker=None, train_active=False, age=stale)
+    assert quiet.alarms == ["age"] and not quiet.retrain

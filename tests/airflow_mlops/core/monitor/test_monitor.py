@@ -365,6 +365,37 @@ def test_plain_drift_can_be_reported_only(lake: Lake, champion: Champion) -> Non
     assert any(r.endswith("(reported only: monitor.drift.alarm is false)") for r in result["reasons"])
 
 
+def test_a_champion_whose_data_is_max_age_days_old_is_stale_and_asks_for_a_challenger(
+    lake: Lake, champion: Champion
+) -> None:
+    found = mon.champion_of(champion.tracking, champion.cfg.train.model_name(champion.cfg.name))
+    assert found is not None and found.trained_through == TRAIN_END  # from the version's mlops.window tag
+    cfg = with_monitor(champion, retrain={"max_age_days": 8})
+    write_window(lake, champion, cfg, requests_per_day=0)  # unchanged inputs: no other alarm
+    fresh = run_monitor(lake, champion, cfg)  # DS is 7 days after TRAIN_END
+    assert fresh["outcome"] == "ok" and fresh["alarms"] == [] and fresh["retrain"] is False
+    assert fresh["champion_age"] == {
+        "version": champion.version, "trained_through": TRAIN_END, "days": 7, "max_days": 8, "stale": False
+    }  # fmt: skip
+    assert f"champion fresh: champion v{champion.version} trained on data through {TRAIN_END}, 7 day(s) ago" in (
+        " ".join(fresh["reasons"])
+    )
+
+    stale = run_monitor(lake, champion, with_monitor(champion, retrain={"max_age_days": 7}))
+    assert stale["outcome"] == "stale" and stale["alarms"] == ["age"] and stale["retrain"] is True
+    assert stale["retrain_reason"] == (
+        f"monitor: stale champion: champion v{champion.version} trained on data through {TRAIN_END}, 7 day(s) ago "
+        "(max_age_days 7): a challenger on fresh data is due"
+    )
+    metrics = champion.tracking.client.get_run(stale["mlflow_run_id"]).data.metrics
+    assert metrics["alarm.age"] == 1 and metrics["champion.age_days"] == 7
+
+    # Without the setting there is no age check (and no age figure).
+    plain = run_monitor(lake, champion, with_monitor(champion))
+    assert plain["champion_age"] is None and plain["outcome"] == "ok"
+    assert "champion.age_days" not in champion.tracking.client.get_run(plain["mlflow_run_id"]).data.metrics
+
+
 def test_outputs_squeezed_towards_uncertainty_are_an_estimated_quality_drop(lake: Lake, champion: Champion) -> None:
     estimated = {"enabled": True, "max_drop": 0.03, "min_rows": 500}
     triggers = {"triggers": ["drift", "quality", "estimated_quality"], "cooldown_days": 3}
