@@ -16,6 +16,7 @@ from airflow_mlops.operators import (
     BuildFeaturesOperator,
     CachedDayOperator,
     CheckVersionOperator,
+    DeployFailedOperator,
     EvaluateModelOperator,
     IngestSourceOperator,
     MonitorOperator,
@@ -377,10 +378,14 @@ def build_deploy_dag(cfg: PipelineConfig) -> DAG:
             mode="reschedule",
         )
         smoke = SmokeTestOperator(task_id="smoke_test", **common)
-        # Fails the run on purpose (AirflowFailException, never retried) once the old champion serves again.
-        rollback = RollbackOperator(task_id="rollback", trigger_rule="one_failed", **common)
+        # Puts the old champion back and emits its event of `<p>.champion`; deploy_failed then fails the run on
+        # purpose (AirflowFailException, never retried): an event is only emitted by a task that succeeds.
+        rollback = RollbackOperator(
+            task_id="rollback", trigger_rule="one_failed", outlets=[champion_asset(cfg)], **common
+        )
+        failed = DeployFailedOperator(task_id="deploy_failed")
         check >> approve >> promote >> serving >> smoke
-        [approve, promote, serving, smoke] >> rollback
+        [approve, promote, serving, smoke] >> rollback >> failed
     return dag
 
 

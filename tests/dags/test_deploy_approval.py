@@ -251,7 +251,8 @@ def test_rollback_restores_the_champion_the_promotion_replaced(stack: Stack, api
 
     dr, tis, _ = deploy_answered(stack, {"version": "4"}, respond)
     assert str(dr.state) == "failed", states(tis)
-    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "failed"
+    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "success"
+    assert states(tis)["deploy_failed"] == "failed"
     assert stack.audit("promote", "4")[-1].replaced == "3"
     assert stack.tracking.alias_version(PIPELINE, CHAMPION) == "3"  # not v1, the champion when the run started
     assert stack.server.served(PIPELINE)["version"] == "3"

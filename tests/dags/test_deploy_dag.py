@@ -15,6 +15,7 @@ from airflow_mlops.core.lake.storage import open_lake
 from airflow_mlops.core.registry import promotion
 from airflow_mlops.core.registry.tracking import CHAMPION, Tracking
 from airflow_mlops.core.train import training as tr
+from tests.dags.test_ingest_dag import asset_events
 from tests.dags.test_train_dag import END, client, env, run_train, xcom  # noqa: F401  (env is a fixture)
 
 PIPELINE = "flight_delays"
@@ -71,7 +72,7 @@ def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_s
 
     dr, tis = run_deploy({"version": "1", "reason": "first release"})
     assert str(dr.state) == "success", states(tis)
-    assert states(tis)["rollback"] == "skipped"
+    assert states(tis)["rollback"] == "skipped" and states(tis)["deploy_failed"] == "skipped"
     assert states(tis)["approve"] == "skipped"  # passed its gates, and the config asks for no approval
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
     assert model_server.served(PIPELINE)["version"] == "1"
@@ -84,9 +85,18 @@ def test_promotes_serves_and_smoke_tests_then_rolls_back_a_version_failing_the_s
     set_smoke_budget(pipelines, 0.001)
     dr, tis = run_deploy({"version": "2", "reason": "weekly retrain"})
     assert str(dr.state) == "failed", states(tis)
-    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "failed"
+    # The rollback succeeds (its champion event is emitted); deploy_failed fails the run naming why.
+    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "success"
+    assert states(tis)["deploy_failed"] == "failed"
+    assert "latency" in xcom(tis["rollback"])["message"]
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
     assert model_server.served(PIPELINE)["version"] == "1"
+    # The Asset <p>.champion: the promotion of v2, then the rollback to v1, whose event names what serves now.
+    promoted, rolled = [e for e in asset_events(f"{PIPELINE}.champion") if e.get("dag_run_id") == dr.run_id]
+    assert (promoted["version"], promoted["replaced"]) == ("2", "1")
+    assert (rolled["version"], rolled["replaced"], rolled["rolled_back"]) == ("1", "2", "2")
+    assert rolled["model_uri"] == f"models:/{PIPELINE}/1" and rolled["partitions"] and rolled["content_hash"]
+    assert rolled["mlflow_run_id"] == client(server).get_model_version(PIPELINE, "1").run_id
     answer = model_server.predict_rows(PIPELINE, holdout_rows())
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
 
@@ -240,7 +250,8 @@ def test_model_server_killed_mid_deploy_rolls_back_and_the_old_version_serves_on
     assert "error" not in chaos, chaos.get("error")
     assert chaos["killed_version"] == "2"  # killed while it served the new version
     assert str(dr.state) == "failed", states(tis)
-    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "failed"
+    assert states(tis)["smoke_test"] == "failed" and states(tis)["rollback"] == "success"
+    assert states(tis)["deploy_failed"] == "failed"
     assert tracking.alias_version(PIPELINE, CHAMPION) == "1"
     back = chaos["server"]
     assert back.served(PIPELINE)["version"] == "1"

@@ -11,6 +11,7 @@ from airflow_mlops.operators.base import (
 )
 from airflow_mlops.operators.deploy import (
     CheckVersionOperator,
+    DeployFailedOperator,
     DeployOperator,
     PromoteModelOperator,
     RollbackOperator,
@@ -34,6 +35,7 @@ __all__ = [
     "BuildFeaturesOperator",
     "CachedDayOperator",
     "CheckVersionOperator",
+    "DeployFailedOperator",
     "DeployOperator",
     "EvaluateModelOperator",
     "IngestSourceOperator",

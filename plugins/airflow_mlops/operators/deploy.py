@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Context
+from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_mlops.lineage import alias_ref, version_ref
@@ -155,10 +155,12 @@ class SmokeTestOperator(DeployOperator):
 
 class RollbackOperator(DeployOperator):
     """Runs when a deploy step failed: puts `champion` back on the version this run's promotion replaced, waits
-    until the model server serves it again, records the rollback, and fails the run naming why."""
+    until the model server serves it again and records the rollback. It succeeds, so that its event of the
+    Asset `<p>.champion` (the restored version) is emitted; `deploy_failed` then fails the run naming why. A
+    deployment that failed before its promotion changed nothing: this task fails at once."""
 
     @fail_without_retry
-    def execute(self, context: Context) -> None:
+    def execute(self, context: Context) -> dict[str, Any]:
         from airflow_mlops.core.deploy.steps import rollback_step
         from airflow_mlops.core.registry.tracking import CHAMPION
 
@@ -175,14 +177,21 @@ class RollbackOperator(DeployOperator):
                 f"deploy of {name} v{version} failed before promotion ({why}); champion unchanged"
             )
         # The champion this run's promotion replaced (recorded then), else the one seen when the run started.
-        restored = rollback_step(tracking, cfg, version, before, self.who_for(context, why))["champion"]
+        rolled = rollback_step(tracking, cfg, version, before, self.who_for(context, why))
+        restored = rolled["champion"]
         self.step_lineage.inputs = [version_ref(self.tracking_uri, name, version)]
-        self.step_lineage.failed_outputs = [alias_ref(self.tracking_uri, name, CHAMPION, restored)]
+        self.step_lineage.outputs = [alias_ref(self.tracking_uri, name, CHAMPION, restored)]
         served = self.wait_served(cfg, restored)
-        raise AirflowFailException(
+        message = (
             f"deploy of {name} v{version} failed: {why}. Rolled back: champion is "
             f"{'v' + str(restored) if restored else 'unset'}, the model server serves {served or 'nothing'}"
         )
+        replaced = {"model_name": name, "version": restored, "replaced": version}
+        for outlet in self.outlets:  # the Asset `<p>.champion`: what serves now
+            event = champion_event(replaced, rolled["lineage"], context["ti"].run_id)
+            context["outlet_events"][outlet].extra = event | {"rolled_back": version}
+        self.log.error("%s", message)
+        return {"message": message, "failed": version, "champion": restored}
 
     def who_for(self, context: Context, why: str) -> Any:
         from dataclasses import replace
@@ -232,11 +241,13 @@ class RollbackOperator(DeployOperator):
 
 
 def champion_event(promoted: dict[str, Any], checked: dict[str, Any], dag_run_id: str) -> dict[str, Any]:
-    """The extra of an event of the Asset `<p>.champion`: the version, what it replaced, its data and runs."""
+    """The extra of an event of the Asset `<p>.champion`: the version (None: no champion any more), what it
+    replaced, its data and runs."""
+    version = promoted["version"]
     return {
         "model_name": promoted["model_name"],
-        "version": str(promoted["version"]),
-        "model_uri": f"models:/{promoted['model_name']}/{promoted['version']}",
+        "version": str(version) if version is not None else None,
+        "model_uri": f"models:/{promoted['model_name']}/{version}" if version is not None else None,
         "replaced": promoted["replaced"],
         "content_hash": checked.get("content_hash"),
         "window": checked.get("window"),
@@ -245,3 +256,18 @@ def champion_event(promoted: dict[str, Any], checked: dict[str, Any], dag_run_id
         "train_dag_run_id": checked.get("train_dag_run_id"),
         "dag_run_id": dag_run_id,
     }
+
+
+class DeployFailedOperator(BaseOperator):
+    """Fails the `<p>__deploy` run after a rollback, with the rollback's account of why (never retried).
+
+    :param rollback_task_id: the rollback task whose result holds the message.
+    """
+
+    def __init__(self, *, rollback_task_id: str = "rollback", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rollback_task_id = rollback_task_id
+
+    def execute(self, context: Context) -> None:
+        rolled = context["ti"].xcom_pull(task_ids=self.rollback_task_id) or {}
+        raise AirflowFailException(str(rolled.get("message") or "the deployment failed and was rolled back"))

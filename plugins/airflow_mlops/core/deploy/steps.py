@@ -73,6 +73,18 @@ def _version(tracking: Tracking, name: str, version: str) -> Any:
     return tracking._retry(get, f"get {name} v{version}")
 
 
+def version_lineage(mv: Any) -> dict[str, Any]:
+    """What a model version was trained on, and where, from its tags: the lineage of a champion asset event."""
+    tags = dict(mv.tags or {})
+    return {
+        "window": tags.get(f"{TAG_PREFIX}window"),
+        "content_hash": tags.get(f"{TAG_PREFIX}content_hash"),
+        "partitions": [p for p in tags.get(f"{TAG_PREFIX}partitions", "").split(",") if p],
+        "mlflow_run_id": mv.run_id,
+        "train_dag_run_id": tags.get(f"{TAG_PREFIX}dag_run_id"),
+    }
+
+
 def resolve_version(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> str:
     """The version to deploy: the one asked for, else the current `challenger`."""
     name = cfg.train.model_name(cfg.name)
@@ -128,15 +140,10 @@ def evidence(tracking: Tracking, cfg: PipelineConfig, requested: str | None) -> 
         "gate_outcome": tags.get(f"{TAG_PREFIX}gate_outcome"),
         "gate_reason": tags.get(f"{TAG_PREFIX}gate_reason"),
         "forced_by": tags.get(f"{TAG_PREFIX}force_by"),
-        "window": tags.get(f"{TAG_PREFIX}window"),
-        "content_hash": tags.get(f"{TAG_PREFIX}content_hash"),
         "training_run_url": tracking.run_url(mv.run_id) if mv.run_id else None,
         "version_url": tracking.version_url(name, version),
         "airflow_run_url": tags.get(f"{TAG_PREFIX}airflow_run_url"),
-        # Lineage, for the champion's asset event: what the version was trained on, and where.
-        "partitions": [p for p in tags.get(f"{TAG_PREFIX}partitions", "").split(",") if p],
-        "mlflow_run_id": mv.run_id,
-        "train_dag_run_id": tags.get(f"{TAG_PREFIX}dag_run_id"),
+        **version_lineage(mv),
         "gates": _gates(tags.get(f"{TAG_PREFIX}gates")),
         "disparities": disparities,
         "training_reason": reason,
@@ -353,4 +360,5 @@ def rollback_step(
     if failed == to_version:
         raise ValueError(f"cannot roll back {name} v{failed} onto itself")
     done = promotion.rollback(tracking, name, failed, to_version, who=who.who, why=who.why, dag_run_id=who.dag_run_id)
-    return {"model_name": name, "failed": failed, "champion": to_version, "audit": done.tag_key()}
+    lineage = version_lineage(_version(tracking, name, to_version)) if to_version is not None else {}
+    return {"model_name": name, "failed": failed, "champion": to_version, "audit": done.tag_key(), "lineage": lineage}
