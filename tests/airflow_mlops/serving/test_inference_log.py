@@ -164,8 +164,10 @@ def test_after_sigkill_the_loss_is_bounded_by_the_flush_interval(
     load = Load(proc, json_rows(setup.holdout.head(20), setup.spec))
     try:
         time.sleep(4)
-        metrics = requests.get(f"{proc.url}/metrics", timeout=10).text
+        # Taken before the request: a batch answered while /metrics was on its way back was added after the
+        # gauge was read, and its answer time may still come before the scrape's.
         scraped = time.monotonic()
+        metrics = requests.get(f"{proc.url}/metrics", timeout=10).text
         time.sleep(0.5)
         os.kill(proc.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
