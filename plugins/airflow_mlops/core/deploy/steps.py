@@ -12,6 +12,7 @@ from airflow_mlops.core.deploy.smoke import Predict, SmokeResult, smoke_test
 from airflow_mlops.core.lake import paths
 from airflow_mlops.core.lake.storage import Lake
 from airflow_mlops.core.registry import promotion
+from airflow_mlops.core.registry.tags import WINDOW
 from airflow_mlops.core.registry.tracking import CHALLENGER, CHAMPION, TAG_PREFIX, Tracking, metric_key
 from airflow_mlops.core.train import training as tr
 from airflow_mlops.core.train.tasks import served_predictions
@@ -77,7 +78,7 @@ def version_lineage(mv: Any) -> dict[str, Any]:
     """What a model version was trained on, and where, from its tags: the lineage of a champion asset event."""
     tags = dict(mv.tags or {})
     return {
-        "window": tags.get(f"{TAG_PREFIX}window"),
+        "window": tags.get(WINDOW),
         "content_hash": tags.get(f"{TAG_PREFIX}content_hash"),
         "partitions": [p for p in tags.get(f"{TAG_PREFIX}partitions", "").split(",") if p],
         "mlflow_run_id": mv.run_id,
