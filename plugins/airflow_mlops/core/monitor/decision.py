@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
@@ -33,13 +33,7 @@ class ChampionAge:
         return self.days >= self.max_days
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "version": self.version,
-            "trained_through": self.trained_through,
-            "days": self.days,
-            "max_days": self.max_days,
-            "stale": self.stale,
-        }
+        return {**asdict(self), "stale": self.stale}
 
 
 @dataclass(frozen=True)

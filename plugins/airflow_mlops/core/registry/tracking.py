@@ -54,6 +54,7 @@ from airflow_mlops.core.registry.tags import (
     MODEL_NAME,
     REFERENCE_ARTIFACT,
     TAG_PREFIX,
+    WINDOW,
     Lineage,
     RunTags,
     chunks,
@@ -357,7 +358,7 @@ class Tracking:
         input_tags = {
             "mlflow.data.context": context,
             f"{TAG_PREFIX}content_hash": summary.content_hash,
-            f"{TAG_PREFIX}window": f"{summary.window_start}..{summary.window_end}",
+            WINDOW: f"{summary.window_start}..{summary.window_end}",
             f"{TAG_PREFIX}partition_count": str(len(summary.partitions)),
             f"{TAG_PREFIX}partitions": clip(partition_ranges(summary.partitions), MAX_INPUT_TAG_CHARS),
         }
@@ -369,7 +370,7 @@ class Tracking:
             run_id,
             {
                 f"{TAG_PREFIX}content_hash": summary.content_hash,
-                f"{TAG_PREFIX}window": f"{summary.window_start}..{summary.window_end}",
+                WINDOW: f"{summary.window_start}..{summary.window_end}",
                 f"{TAG_PREFIX}partition_count": str(len(summary.partitions)),
                 f"{TAG_PREFIX}partitions": partition_ranges(summary.partitions),
                 f"{TAG_PREFIX}source_uri": summary.source_uri,
